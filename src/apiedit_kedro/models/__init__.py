@@ -1,0 +1,4 @@
+"""Models: model cards, offline loading, tiny test models, prompt formats, batched generation, cache.
+
+This package never imports Kedro; pipelines pass it plain parameter dicts.
+"""
