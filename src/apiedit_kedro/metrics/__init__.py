@@ -1,0 +1,1 @@
+"""Execution metrics, adoption labels and token-level edit metrics (plain library, no Kedro)."""

@@ -1,0 +1,10 @@
+"""Project pipelines: every package under `pipelines/` is discovered; `__default__` runs them all."""
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

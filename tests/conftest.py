@@ -1,0 +1,44 @@
+"""Shared fixtures: a real Kedro session on this project, writing into a temporary data root."""
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture
+def kedro_project_session(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """Factory for real `KedroSession`s on this project.
+
+    Outputs go under a fresh temporary `data_root` unless the caller passes its own, so tests never
+    touch the repository's `data/` folder.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    sessions = []
+
+    def create(env: str | None = None, runtime_params: dict | None = None) -> KedroSession:
+        params = {"data_root": str(tmp_path / "data")}
+        params.update(runtime_params or {})
+        session = KedroSession.create(project_path=PROJECT_ROOT, env=env, runtime_params=params)
+        sessions.append(session)
+        return session
+
+    yield create
+    for session in sessions:
+        session.close()

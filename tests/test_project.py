@@ -1,0 +1,38 @@
+"""The Kedro project itself: settings load, every registered pipeline imports, hooks time nodes."""
+
+import logging
+
+from kedro.framework.project import pipelines, settings
+from kedro.framework.startup import bootstrap_project
+from kedro.pipeline import Node, Pipeline
+from kedro.runner import SequentialRunner
+from kedro.io import DataCatalog, MemoryDataset
+
+from apiedit_kedro.hooks import NodeTimingHooks
+
+
+def test_project_bootstraps_and_registers_pipelines(project_root):
+    bootstrap_project(project_root)
+    assert settings.CONFIG_LOADER_ARGS["base_env"] == "base"
+    registered = dict(pipelines)
+    assert "__default__" in registered
+    named = set(registered) - {"__default__"}
+    assert registered["__default__"].nodes == sum(
+        (registered[name] for name in named), Pipeline([])
+    ).nodes
+
+
+def test_timing_hook_logs_each_node_duration(caplog):
+    hooks = NodeTimingHooks()
+    node = Node(lambda value: value + 1, inputs="x", outputs="y", name="increment")
+    with caplog.at_level(logging.INFO, logger="apiedit_kedro.hooks"):
+        hooks.before_node_run(node)
+        hooks.after_node_run(node)
+    assert any("node increment finished in" in message for message in caplog.messages)
+
+
+def test_sequential_runner_runs_a_real_pipeline():
+    catalog = DataCatalog({"x": MemoryDataset(1)})
+    pipeline = Pipeline([Node(lambda value: value * 2, inputs="x", outputs="y", name="double")])
+    outputs = SequentialRunner().run(pipeline, catalog)
+    assert outputs["y"].load() == 2
