@@ -4,9 +4,9 @@ import logging
 
 from kedro.framework.project import pipelines, settings
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
-from kedro.io import DataCatalog, MemoryDataset
 
 from apiedit_kedro.hooks import NodeTimingHooks
 
@@ -17,9 +17,10 @@ def test_project_bootstraps_and_registers_pipelines(project_root):
     registered = dict(pipelines)
     assert "__default__" in registered
     named = set(registered) - {"__default__"}
-    assert registered["__default__"].nodes == sum(
-        (registered[name] for name in named), Pipeline([])
-    ).nodes
+    assert (
+        registered["__default__"].nodes
+        == sum((registered[name] for name in named), Pipeline([])).nodes
+    )
 
 
 def test_timing_hook_logs_each_node_duration(caplog):
