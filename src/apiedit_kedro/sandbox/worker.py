@@ -1,0 +1,441 @@
+"""A sandbox worker process: receives samples, forks one child per sample, supervises and reaps it.
+
+Hand-written (no maintained library supervises fork-per-sample children with streamed verdicts).
+The worker is started by the pool through the forkserver, pre-imports the modules samples use
+before any limit exists (a memory limit can break e.g. numpy's import), compiles the program and
+runs the static API scan itself (both world-independent), then forks. It enforces the wall-clock
+deadline by SIGKILLing the child's process group and always reaps: it is a child subreaper, so
+descendants orphaned by the kill are reaped here too and no zombie stays behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiedit_kedro.sandbox.child import ChildPlan, run_child, vm_size_bytes
+
+logger = logging.getLogger(__name__)
+
+FILE_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+_PIPE_CAPTURE_LIMIT = 4 * 1024 * 1024
+_REAP_GRACE_S = 2.0
+_PR_SET_CHILD_SUBREAPER = 36
+_SANDBOX_FAILURE_STATUS = 70
+
+# Imported once per worker so children start warm and before RLIMIT_AS applies.
+PRELOAD_MODULES = [
+    "array",
+    "bisect",
+    "cmath",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "textwrap",
+    "typing",
+    "unicodedata",
+    "ctypes",
+    "numpy",
+    "apiedit_kedro.apis.mapping",
+    "apiedit_kedro.apis.world",
+    "apiedit_kedro.apis.references",
+]
+
+
+def prepare_worker() -> None:
+    """One-time worker set-up: subreaper, thread caps, pre-imports, leave SIGINT to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_CHILD_SUBREAPER) failed; orphaned grandchildren go to init")
+    for name in PRELOAD_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    # Move everything imported so far out of the collector's reach: a collection in a forked
+    # child would otherwise touch (copy-on-write) every object page of the worker.
+    gc.collect()
+    gc.freeze()
+
+
+def serve(conn: Any) -> None:
+    """Worker main loop (module-level so the forkserver can start it): one sample at a time."""
+    prepare_worker()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, task = message
+        try:
+            result = run_sample(task)
+        except Exception as exc:
+            logger.exception("sandbox worker failed on request %d", index)
+            result = failure_result(task, "sandbox_error", f"{type(exc).__name__}: {exc}")
+        conn.send((index, result))
+
+
+@dataclass
+class _Records:
+    """What the child reported through its pipe."""
+
+    load: tuple[bool, str, str] | None = None
+    setup: tuple[bool, str, str] | None = None
+    units: dict[int, tuple[bool, str, str]] = field(default_factory=dict)
+    guard: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass
+class _Exit:
+    """How the child ended."""
+
+    killed_at_deadline: bool
+    exit_code: int  # negative = killed by that signal
+
+
+_MAPPING_CACHE: dict[str, list[Any]] = {}
+
+
+def _parsed_mappings(task: dict[str, Any]) -> list[Any]:
+    key = task["mapping_key"]
+    if key not in _MAPPING_CACHE:
+        from apiedit_kedro.apis.mapping import parse_mappings
+
+        _MAPPING_CACHE[key] = parse_mappings(task["mappings"])
+    return _MAPPING_CACHE[key]
+
+
+def _static_refs(task: dict[str, Any]) -> tuple[int, int]:
+    if not task["mappings"]:
+        return 0, 0
+    from apiedit_kedro.apis.references import find_api_references
+
+    refs = find_api_references(task["code"], _parsed_mappings(task))
+    return sum(refs.old.values()), sum(refs.new.values())
+
+
+def failure_result(task: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
+    """A result for a sample that never ran (syntax error, sandbox failure)."""
+    return {
+        "compiles": False,
+        "syntax_ok": error_type != "syntax_error",
+        "load_ok": False,
+        "asserts_passed": 0,
+        "asserts_total": task.get("asserts_total", 0),
+        "full_pass": False,
+        "raw_full_pass": False,
+        "error_type": error_type,
+        "error_message": message[:500],
+        "failed_stage": "syntax" if error_type == "syntax_error" else "sandbox",
+        "unit_passed": "0" * task.get("asserts_total", 0),
+        "new_api_calls": 0,
+        "new_api_calls_by_api": "{}",
+        "old_api_refs": 0,
+        "new_api_refs": 0,
+        "timed_out": False,
+        "seconds": 0.0,
+    }
+
+
+def run_sample(task: dict[str, Any]) -> dict[str, Any]:
+    """Compile, scan, fork, supervise, reap; return the result record for one request."""
+    started = time.monotonic()
+    try:
+        program = compile(task["code"], "<solution>", "exec")
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+        result = failure_result(task, "syntax_error", f"{type(exc).__name__}: {exc}")
+        result["seconds"] = time.monotonic() - started
+        return result
+    old_refs, new_refs = _static_refs(task)
+    temp_dir = os.path.realpath(tempfile.mkdtemp(prefix="apiedit-sandbox-"))
+    try:
+        plan = ChildPlan(
+            program=program,
+            setup=task["setup"],
+            units=task["units"],
+            world_edited=task["world"] == "edited" and bool(task["mappings"]),
+            mappings=task["mappings"],
+            unit_timeout_s=task["unit_timeout_s"],
+            timeout_s=task["timeout_s"],
+            memory_limit_bytes=task["memory_limit_bytes"],
+            file_size_limit_bytes=FILE_SIZE_LIMIT_BYTES,
+            temp_dir=temp_dir,
+            worker_vm_size_bytes=vm_size_bytes(),
+        )
+        records, ending = _fork_and_supervise(plan, task["timeout_s"])
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    result = assemble_result(task, records, ending, old_refs, new_refs)
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _Exit]:
+    nonce = secrets.token_hex(16)
+    read_fd, write_fd = os.pipe()
+    deadline = time.monotonic() + timeout_s
+    pid = os.fork()
+    if pid == 0:  # child: drop every inherited descriptor (e.g. the pool's connection) first
+        os.close(read_fd)
+        os.closerange(3, write_fd)
+        os.closerange(write_fd + 1, 1 << 16)
+        run_child(plan, write_fd, nonce)
+    os.close(write_fd)
+    try:
+        captured, killed = _collect(pid, read_fd, deadline)
+    finally:
+        os.close(read_fd)
+    exit_code = _reap(pid)
+    return _parse_records(captured, nonce), _Exit(killed, exit_code)
+
+
+def _kill_group(pid: int) -> None:
+    # The child leads its own group after setsid; killing the pid too covers a child that left
+    # the group (via ctypes) or was killed before its setsid. It is unreaped, so no pid reuse.
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(target, signal.SIGKILL)
+
+
+def _collect(pid: int, read_fd: int, deadline: float) -> tuple[bytes, bool]:
+    """Read the child's records until it exits or the deadline passes; kill its group after."""
+    pidfd = os.pidfd_open(pid)
+    chunks: list[bytes] = []
+    size = 0
+    killed = False
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                killed = True
+                break
+            events = poller.poll(max(1, int(remaining * 1000)))
+            if any(fd == pidfd for fd, _ in events):
+                break
+            for fd, _ in events:
+                if fd == read_fd:
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        poller.unregister(read_fd)
+                    elif size < _PIPE_CAPTURE_LIMIT:
+                        chunks.append(chunk)
+                        size += len(chunk)
+        # Kill the whole group (also after a normal exit: stray descendants must not outlive it),
+        # then drain what is already buffered in the pipe.
+        _kill_group(pid)
+        os.set_blocking(read_fd, False)
+        while size < _PIPE_CAPTURE_LIMIT:
+            try:
+                chunk = os.read(read_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(pidfd)
+    return b"".join(chunks), killed
+
+
+def _reap(pid: int) -> int:
+    """Reap the child, then any descendants reparented to this subreaper worker."""
+    _, status = os.waitpid(pid, 0)
+    exit_code = os.waitstatus_to_exitcode(status)
+    give_up = time.monotonic() + _REAP_GRACE_S
+    while True:
+        try:
+            reaped, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if reaped:
+            continue
+        if time.monotonic() > give_up:
+            logger.warning("sandbox: descendants of pid %d still alive after the kill", pid)
+            break
+        for stray in _own_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray, signal.SIGKILL)
+        time.sleep(0.001)
+    return exit_code
+
+
+def _own_children() -> list[int]:
+    """Live children of this process (descendants that escaped the group kill via setsid)."""
+    me = str(os.getpid())
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children.append(int(entry))
+    return children
+
+
+def _parse_records(data: bytes, nonce: str) -> _Records:
+    records = _Records()
+    for raw in data.decode("utf-8", "replace").split("\n"):
+        fields = raw.split("\t")
+        if len(fields) < 2 or fields[0] != nonce:
+            continue
+        kind, rest = fields[1], fields[2:]
+        if kind in ("L", "P") and len(rest) == 3:
+            verdict = (rest[0] == "ok", rest[1], _unescape(rest[2]))
+            if kind == "L":
+                records.load = verdict
+            else:
+                records.setup = verdict
+        elif kind == "U" and len(rest) == 4 and rest[0].isdigit():
+            records.units[int(rest[0])] = (rest[1] == "ok", rest[2], _unescape(rest[3]))
+        elif kind == "G" and rest:
+            records.guard.append(_unescape(rest[0]))
+        elif kind == "C" and rest:
+            records.counts = _parse_counts(rest[0])
+        elif kind == "D":
+            records.done = True
+    return records
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
+
+
+def _parse_counts(text: str) -> dict[str, int]:
+    counts = {}
+    for item in filter(None, text.split(",")):
+        api, _, number = item.rpartition("=")
+        if number.isdigit():
+            counts[api] = int(number)
+    return counts
+
+
+_EXCEPTION_CATEGORIES = {
+    "MemoryError": "memory_limit",
+    "SystemExit": "early_exit",
+    "GuardViolation": "guard_violation",
+    "UnitTimeout": "timeout",
+}
+
+
+def _category(exc_name: str) -> str:
+    return _EXCEPTION_CATEGORIES.get(exc_name, exc_name or "Exception")
+
+
+def _runtime_failure(
+    task: dict[str, Any], records: _Records, ending: _Exit
+) -> tuple[str, str, str]:
+    """(error_type, message, stage) for a sample that ran; ("", "", "") for a full pass."""
+    stage = "load" if records.load is None or not records.load[0] else "tests"
+    if records.guard:
+        return "guard_violation", f"blocked call: {', '.join(records.guard[:5])}", stage
+    if ending.killed_at_deadline:
+        return "timeout", f"killed at the {task['timeout_s']:g} s wall-clock deadline", stage
+    if ending.exit_code < 0:
+        signum = -ending.exit_code
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        if signum == signal.SIGXCPU:
+            return "timeout", "CPU time limit (RLIMIT_CPU) exceeded", stage
+        if signum == signal.SIGKILL:  # not ours: the kernel's OOM killer is the usual sender
+            return "memory_limit", "killed by SIGKILL (out of memory?)", stage
+        return "crash", f"child killed by {name}", stage
+    if not records.done:
+        if ending.exit_code == _SANDBOX_FAILURE_STATUS and records.load is None:
+            return (
+                "sandbox_error",
+                "the sandbox failed inside the child before the program ran",
+                stage,
+            )
+        return (
+            "early_exit",
+            f"process exited (status {ending.exit_code}) before the tests ended",
+            stage,
+        )
+    for tag, verdict in (("load", records.load), ("setup", records.setup)):
+        if verdict is not None and not verdict[0]:
+            return _category(verdict[1]), f"{tag}: {verdict[1]}: {verdict[2]}", tag
+    for index, _source in task["units"]:
+        ok, exc_name, text = records.units.get(index, (False, "", "no verdict"))
+        if not ok:
+            return _category(exc_name), f"unit {index}: {exc_name}: {text}", "tests"
+    if not task["units"]:
+        return "no_tests", "no non-constant assert units: nothing was checked", "tests"
+    return "", "", ""
+
+
+def assemble_result(
+    task: dict[str, Any], records: _Records, ending: _Exit, old_refs: int, new_refs: int
+) -> dict[str, Any]:
+    """Turn the child's records and exit into the result record (see the package docstring)."""
+    load_ok = records.load is not None and records.load[0]
+    removed = task["world"] == "edited" and old_refs > 0
+    passed = [records.units.get(index, (False, "", ""))[0] for index, _ in task["units"]]
+    error_type, message, stage = _runtime_failure(task, records, ending)
+    raw_full_pass = error_type == ""
+    if removed:
+        error_type, stage = "removed_api", "static"
+        message = f"references {old_refs} removed API name(s); " + (message or "tests passed")
+    unit_timeouts = any(v[1] == "UnitTimeout" for v in records.units.values())
+    return {
+        "compiles": load_ok and not removed,
+        "syntax_ok": True,
+        "load_ok": load_ok,
+        "asserts_passed": sum(passed),
+        "asserts_total": task["asserts_total"],
+        "full_pass": raw_full_pass and load_ok and not removed,
+        "raw_full_pass": raw_full_pass,
+        "error_type": error_type,
+        "error_message": message[:500],
+        "failed_stage": stage,
+        "unit_passed": "".join("1" if ok else "0" for ok in passed),
+        "new_api_calls": sum(records.counts.values()),
+        "new_api_calls_by_api": json.dumps(records.counts, sort_keys=True),
+        "old_api_refs": old_refs,
+        "new_api_refs": new_refs,
+        "timed_out": ending.killed_at_deadline
+        or ending.exit_code == -signal.SIGXCPU
+        or unit_timeouts,
+    }
