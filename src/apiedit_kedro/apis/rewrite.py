@@ -1,0 +1,535 @@
+"""Rewrite a program's old-API call sites into the new-API form of the catalogue (AST, span edits).
+
+Hand-written: refactoring libraries (rope, bowler, libcst codemods) do not know the usage vocabulary
+of the edited world, and `ast.unparse` would reformat the whole program. This module resolves every
+name scope by scope (imports, assignments, parameters, comprehensions, `global`), finds the references
+to each edited API, and replaces only their source spans, so the rest of the text is kept byte for
+byte and a prompt prefix of the program can be rewritten consistently with the whole program:
+
+- the reference itself: a relocated API becomes its new bare built-in name; a renamed one keeps its
+  module path (`m.sqrt` -> `m.square_root_v2`, `from math import sqrt` -> `from math import
+  square_root_v2`);
+- the call's arguments, for a usage change (reorder, pack_varargs, keyword_only, rename_keywords);
+- the imports: `from m import f` of a relocated API loses `f`; `import m` is dropped when nothing
+  else of `m` is used any more.
+
+A reference that cannot be rewritten mechanically (a usage-changing API passed as a value, a starred
+argument where positions matter) raises `RewriteError`; so does a rewrite that leaves an old
+reference behind (checked with `apis.references.find_api_references`).
+"""
+
+import ast
+import builtins
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from apiedit_kedro.apis.mapping import ApiMapping
+
+
+class RewriteError(ValueError):
+    """A call site cannot be rewritten into the new usage; names the API and the line."""
+
+
+_SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+# --------------------------------------------------------------------------- scopes
+@dataclass
+class _Scope:
+    node: ast.AST
+    parent: "_Scope | None"
+    is_class: bool = False
+    bindings: dict[str, set[str]] = field(default_factory=dict)
+    globals_declared: set[str] = field(default_factory=set)
+
+    def bind(self, name: str, what: str) -> None:
+        self.bindings.setdefault(name, set()).add(what)
+
+
+def _import_binding(alias: ast.alias, module: str | None) -> tuple[str, str]:
+    """(local name, binding) for one imported alias; bindings are `module:x` or `attr:m.f`."""
+    if module is None:
+        if alias.asname:
+            return alias.asname, f"module:{alias.name}"
+        top = alias.name.split(".")[0]
+        return top, f"module:{top}"
+    return alias.asname or alias.name, f"attr:{module}.{alias.name}"
+
+
+class _ScopeBuilder(ast.NodeVisitor):
+    """First pass: which names each scope binds, and how (import or anything else)."""
+
+    def __init__(self, star_names: Callable[[str], list[str]]) -> None:
+        self.scopes: dict[int, _Scope] = {}
+        self.scope_of: dict[int, _Scope] = {}
+        self._star_names = star_names
+        self._current: _Scope | None = None
+
+    def _enter(self, node: ast.AST, is_class: bool = False) -> _Scope:
+        scope = _Scope(node, self._current, is_class=is_class)
+        self.scopes[id(node)] = scope
+        return scope
+
+    def visit_Module(self, node: ast.Module) -> None:
+        self._current = self._enter(node)
+        self.generic_visit(node)
+
+    def _visit_function(self, node: ast.AST, name: str | None) -> None:
+        outer = self._current
+        if name:
+            outer.bind(name, "other")
+        for decorator in getattr(node, "decorator_list", []):
+            self.visit(decorator)
+        for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d]]:
+            self.visit(default)
+        self._current = self._enter(node)
+        arguments = node.args
+        for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+            self._current.bind(arg.arg, "other")
+        for arg in (arguments.vararg, arguments.kwarg):
+            if arg:
+                self._current.bind(arg.arg, "other")
+        body = node.body if isinstance(node.body, list) else [node.body]
+        for statement in body:
+            self.visit(statement)
+        self._current = outer
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._visit_function(node, node.name)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._visit_function(node, None)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        outer = self._current
+        outer.bind(node.name, "other")
+        for expression in [*node.decorator_list, *node.bases, *[k.value for k in node.keywords]]:
+            self.visit(expression)
+        self._current = self._enter(node, is_class=True)
+        for statement in node.body:
+            self.visit(statement)
+        self._current = outer
+
+    def _visit_comprehension(self, node: ast.AST) -> None:
+        outer = self._current
+        generators = node.generators
+        # the first iterable is evaluated in the enclosing scope
+        self.visit(generators[0].iter)
+        self._current = self._enter(node)
+        for index, generator in enumerate(generators):
+            self.visit(generator.target)
+            if index:
+                self.visit(generator.iter)
+            for condition in generator.ifs:
+                self.visit(condition)
+        for name in ("elt", "key", "value"):
+            if hasattr(node, name):
+                self.visit(getattr(node, name))
+        self._current = outer
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _visit_comprehension
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self.scope_of[id(node)] = self._current
+        if isinstance(node.ctx, ast.Store | ast.Del):
+            self._current.bind(node.id, "other")
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._current.bind(*_import_binding(alias, None))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = "." * node.level + (node.module or "")
+        for alias in node.names:
+            if alias.name == "*":
+                for name in self._star_names(module):
+                    self._current.bind(name, f"attr:{module}.{name}")
+            else:
+                self._current.bind(*_import_binding(alias, module))
+
+    def visit_Global(self, node: ast.Global) -> None:
+        self._current.globals_declared.update(node.names)
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
+        self._current.globals_declared.difference_update(node.names)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self._current.bind(node.name, "other")
+        self.generic_visit(node)
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.name:
+            self._current.bind(node.name, "other")
+        self.generic_visit(node)
+
+
+def _resolve_name(name: str, scope: _Scope) -> str | None:
+    """`module:m`, `attr:m.f` or `builtin:name` for a loaded name; None when bound otherwise."""
+    candidate: _Scope | None = scope
+    first = True
+    while candidate is not None:
+        if name in candidate.globals_declared:
+            while candidate.parent is not None:
+                candidate = candidate.parent
+        if (first or not candidate.is_class) and name in candidate.bindings:
+            kinds = candidate.bindings[name]
+            return next(iter(kinds)) if len(kinds) == 1 and kinds != {"other"} else None
+        first = False
+        candidate = candidate.parent
+    return f"builtin:{name}" if hasattr(builtins, name) else None
+
+
+def _public_names(module_name: str) -> list[str]:
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return []
+    exported = getattr(module, "__all__", None)
+    return list(exported) if exported else [n for n in vars(module) if not n.startswith("_")]
+
+
+# --------------------------------------------------------------------------- sites
+@dataclass
+class _Edit:
+    start: int
+    end: int
+    render: Callable[[], str]
+
+
+@dataclass
+class RewriteResult:
+    """The rewritten program, its rewritten prefix (e.g. the prompt) and the APIs it touched."""
+
+    source: str
+    prefix: str
+    rewritten_apis: list[str]
+
+
+class _Rewriter:
+    def __init__(self, source: str, mappings: Sequence[ApiMapping]) -> None:
+        self.source = source
+        self.tree = ast.parse(source)
+        self.by_old = {m.old_qualname: m for m in mappings}
+        self._line_starts = [0]
+        for line in source.splitlines(keepends=True):
+            self._line_starts.append(self._line_starts[-1] + len(line))
+        self.edits: list[_Edit] = []
+        self.touched: set[str] = set()
+        self.relocated_spans: set[tuple[int, int]] = set()
+        builder = _ScopeBuilder(_public_names)
+        builder.visit(self.tree)
+        self.scope_of = builder.scope_of
+        self.parents = {id(c): p for p in ast.walk(self.tree) for c in ast.iter_child_nodes(p)}
+
+    # positions -------------------------------------------------------------
+    def _offset(self, lineno: int, col: int) -> int:
+        line_start = self._line_starts[lineno - 1]
+        line = self.source[line_start : self._line_starts[lineno]]
+        return line_start + len(line.encode("utf-8")[:col].decode("utf-8", errors="ignore"))
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return (
+            self._offset(node.lineno, node.col_offset),
+            self._offset(node.end_lineno, node.end_col_offset),
+        )
+
+    def render(self, start: int, end: int) -> str:
+        """Source text of [start, end) with every edit inside it applied (outermost edits win)."""
+        pieces, cursor = [], start
+        inside = sorted(
+            (
+                e
+                for e in self.edits
+                if start <= e.start and e.end <= end and (e.start, e.end) != (start, end)
+            ),
+            key=lambda e: (e.start, -e.end),
+        )
+        for edit in inside:
+            if edit.start < cursor:
+                continue
+            pieces.append(self.source[cursor : edit.start])
+            pieces.append(edit.render())
+            cursor = edit.end
+        pieces.append(self.source[cursor:end])
+        return "".join(pieces)
+
+    def render_node(self, node: ast.AST) -> str:
+        start, end = self.span(node)
+        own = [e for e in self.edits if (e.start, e.end) == (start, end)]
+        return own[-1].render() if own else self.render(start, end)
+
+    # references -------------------------------------------------------------
+    def _qualname_of(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            scope = self.scope_of.get(id(node))
+            binding = _resolve_name(node.id, scope) if scope else None
+            if binding is None:
+                return None
+            kind, _, target = binding.partition(":")
+            return f"builtins.{target}" if kind == "builtin" else target
+        if isinstance(node, ast.Attribute):
+            base = self._qualname_of(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    def _binding_kind(self, node: ast.Name) -> str:
+        scope = self.scope_of.get(id(node))
+        binding = _resolve_name(node.id, scope) if scope else None
+        return (binding or "").partition(":")[0]
+
+    def collect(self) -> None:
+        for node in ast.walk(self.tree):
+            if not isinstance(node, ast.Name | ast.Attribute):
+                continue
+            qualname = self._qualname_of(node)
+            mapping = self.by_old.get(qualname or "")
+            if mapping is None:
+                continue
+            self.touched.add(mapping.api_id)
+            self._add_reference(node, mapping)
+            parent = self.parents.get(id(node))
+            is_callee = isinstance(parent, ast.Call) and parent.func is node
+            if mapping.usage["usage"] != "same":
+                if not is_callee:
+                    raise RewriteError(
+                        f"{mapping.api_id} (line {node.lineno}): the API is used as a value, not "
+                        f"called, so its usage change `{mapping.usage['usage']}` cannot be "
+                        "applied mechanically; exclude this problem for this API."
+                    )
+                self._add_call(parent, mapping)
+        self._collect_imports()
+
+    def _add_reference(self, node: ast.AST, mapping: ApiMapping) -> None:
+        start, end = self.span(node)
+        if mapping.kind == "relocate":
+            self.relocated_spans.add((start, end))
+            self.edits.append(_Edit(start, end, lambda: mapping.new_name))
+        elif isinstance(node, ast.Attribute):
+            value = node.value
+            self.edits.append(
+                _Edit(start, end, lambda: f"{self.render_node(value)}.{mapping.new_name}")
+            )
+        elif self._binding_kind(node) in ("attr", "builtin") and node.id == mapping.old_name:
+            # `from m import f` (imports rewritten to the new name) or a star import / builtin
+            self.edits.append(_Edit(start, end, lambda: mapping.new_name))
+        # `from m import f as g`: the alias keeps its local name, only the import changes
+
+    # calls ------------------------------------------------------------------
+    def _add_call(self, call: ast.Call, mapping: ApiMapping) -> None:
+        start, end = self.span(call)
+        arguments = _CallArguments(self, call, mapping)
+        arguments.check()
+        self.edits.append(
+            _Edit(start, end, lambda: f"{self.render_node(call.func)}({arguments.render()})")
+        )
+
+    # imports ----------------------------------------------------------------
+    def _collect_imports(self) -> None:
+        remaining_uses = self._remaining_module_uses()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                self._rewrite_import_from(node)
+            elif isinstance(node, ast.Import):
+                kept = [
+                    alias
+                    for alias in node.names
+                    if not self._drops_module_alias(alias, remaining_uses)
+                ]
+                if len(kept) != len(node.names):
+                    self._replace_statement(node, [ast.unparse(a) for a in kept], "import ")
+
+    def _rewrite_import_from(self, node: ast.ImportFrom) -> None:
+        kept: list[str] = []
+        changed = False
+        for alias in node.names:
+            mapping = self.by_old.get(f"{node.module}.{alias.name}")
+            if mapping is None:
+                kept.append(ast.unparse(alias))
+                continue
+            self.touched.add(mapping.api_id)
+            changed = True
+            if mapping.kind == "rename":
+                new = mapping.new_name + (f" as {alias.asname}" if alias.asname else "")
+                kept.append(new)
+        if changed:
+            self._replace_statement(node, kept, f"from {node.module} import ")
+
+    def _remaining_module_uses(self) -> dict[str, int]:
+        """Per local module alias: how many loads of it are not relocated references."""
+        uses: dict[str, int] = {}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Name) and self._binding_kind(node) == "module":
+                parent, chain_top = self.parents.get(id(node)), node
+                covered = False
+                while isinstance(parent, ast.Attribute):
+                    chain_top = parent
+                    if self.span(chain_top) in self.relocated_spans:
+                        covered = True
+                        break
+                    parent = self.parents.get(id(parent))
+                if not covered:
+                    uses[node.id] = uses.get(node.id, 0) + 1
+        return uses
+
+    def _drops_module_alias(self, alias: ast.alias, remaining_uses: dict[str, int]) -> bool:
+        local = alias.asname or alias.name.split(".")[0]
+        module = alias.name if alias.asname else local
+        relocated_from_module = any(
+            m.kind == "relocate" and m.old_module.split(".")[0] == module.split(".")[0]
+            for m in self.by_old.values()
+            if m.api_id in self.touched
+        )
+        return relocated_from_module and remaining_uses.get(local, 0) == 0
+
+    def _replace_statement(self, node: ast.stmt, names: list[str], head: str) -> None:
+        start, end = self.span(node)
+        if names:
+            replacement = head + ", ".join(names)
+            self.edits.append(_Edit(start, end, lambda: replacement))
+            return
+        parent = self.parents.get(id(node))
+        siblings = next(
+            (
+                getattr(parent, f)
+                for f in ("body", "orelse", "finalbody")
+                if node in getattr(parent, f, [])
+            ),
+            [],
+        )
+        line_start = self.source.rfind("\n", 0, start) + 1
+        line_end = self.source.find("\n", end)
+        line_end = len(self.source) if line_end < 0 else line_end + 1
+        alone_on_line = (
+            not self.source[line_start:start].strip() and not self.source[end:line_end].strip()
+        )
+        if len(siblings) > 1 and alone_on_line:
+            self.edits.append(_Edit(line_start, line_end, lambda: ""))
+        else:
+            self.edits.append(_Edit(start, end, lambda: "pass"))
+
+
+class _CallArguments:
+    """The argument list of one call, re-rendered in the new usage."""
+
+    def __init__(self, rewriter: _Rewriter, call: ast.Call, mapping: ApiMapping) -> None:
+        self.rewriter, self.call, self.mapping = rewriter, call, mapping
+        self.usage = mapping.usage
+
+    def _fail(self, reason: str) -> RewriteError:
+        return RewriteError(
+            f"{self.mapping.api_id} (line {self.call.lineno}): {reason}; "
+            f"the `{self.usage['usage']}` usage cannot be applied to this call mechanically."
+        )
+
+    def _old_parameter_names(self) -> list[str]:
+        import importlib
+
+        try:
+            module = importlib.import_module(self.mapping.old_module)
+            signature = inspect.signature(getattr(module, self.mapping.old_name))
+        except (ImportError, AttributeError, ValueError, TypeError):
+            raise self._fail("the old API has no introspectable signature") from None
+        return [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+
+    def check(self) -> None:
+        positional = self.call.args
+        kind = self.usage["usage"]
+        if kind == "reorder":
+            count = len(self.usage["order"])
+            if len(positional) < count or any(
+                isinstance(a, ast.Starred) for a in positional[:count]
+            ):
+                raise self._fail(f"it needs {count} plain positional arguments")
+        if kind == "keyword_only":
+            if any(isinstance(a, ast.Starred) for a in positional):
+                raise self._fail("a starred argument hides which parameter gets which value")
+            names = (
+                self._old_parameter_names() if len(positional) != len(self.usage["names"]) else []
+            )
+            if names and len(positional) > len(names):
+                raise self._fail("more positional arguments than the old API accepts")
+
+    def _text(self, node: ast.AST) -> str:
+        return self.rewriter.render_node(node)
+
+    def _keywords(self, renames: dict[str, str] | None = None) -> list[str]:
+        renames = renames or {}
+        texts = []
+        for keyword_node in self.call.keywords:
+            value = self._text(keyword_node.value)
+            if keyword_node.arg is None:
+                texts.append(f"**{value}")
+            else:
+                texts.append(f"{renames.get(keyword_node.arg, keyword_node.arg)}={value}")
+        return texts
+
+    def render(self) -> str:
+        kind = self.usage["usage"]
+        positional = [self._text(a) for a in self.call.args]
+        if kind == "reorder":
+            order = self.usage["order"]
+            moved = [positional[i] for i in order] + positional[len(order) :]
+            return ", ".join(moved + self._keywords())
+        if kind == "pack_varargs":
+            args = self.call.args
+            if len(args) == 1 and isinstance(args[0], ast.Starred):
+                packed = self._text(args[0].value)
+            else:
+                packed = "[" + ", ".join(positional) + "]"
+            return ", ".join([packed, *self._keywords()])
+        if kind == "keyword_only":
+            new_names = list(self.usage["names"])
+            old_names = self._old_parameter_names() if len(positional) != len(new_names) else []
+            renames = dict(zip(old_names, new_names, strict=False))
+            targets = new_names + old_names[len(new_names) :]
+            bound = [f"{targets[i]}={text}" for i, text in enumerate(positional)]
+            return ", ".join(bound + self._keywords(renames))
+        if kind == "rename_keywords":
+            return ", ".join(positional + self._keywords(dict(self.usage["map"])))
+        return ", ".join(positional + self._keywords())
+
+
+def rewrite_program(
+    source: str, mappings: Sequence[ApiMapping], *, prefix_length: int = 0
+) -> RewriteResult:
+    """Rewrite every reference to an API of `mappings` in `source` into its new form.
+
+    `prefix_length` marks a prefix of `source` (a HumanEval prompt) that is returned rewritten on
+    its own, with the same import decisions as the whole program.
+    """
+    from apiedit_kedro.apis.references import find_api_references
+
+    rewriter = _Rewriter(source, mappings)
+    rewriter.collect()
+    new_source = rewriter.render(0, len(source))
+    for edit in rewriter.edits:
+        if edit.start < prefix_length < edit.end:
+            raise RewriteError(
+                f"an edit at characters {edit.start}-{edit.end} straddles the prompt's end "
+                f"({prefix_length}); the prompt cannot be rewritten on its own."
+            )
+    prefix = rewriter.render(0, prefix_length) if prefix_length else ""
+    try:
+        compile(new_source, "<rewritten>", "exec")
+    except SyntaxError as error:
+        raise RewriteError(f"the rewritten program does not compile: {error}") from error
+    leftovers = find_api_references(new_source, mappings).old
+    left_behind = sorted(api for api, count in leftovers.items() if count)
+    if left_behind:
+        raise RewriteError(
+            f"the rewrite left old references behind for {left_behind}: an API is reached in a "
+            "way the rewriter does not resolve (e.g. getattr, a re-bound alias); rewrite it by "
+            "hand or exclude the problem for these APIs."
+        )
+    return RewriteResult(new_source, prefix, sorted(rewriter.touched))
