@@ -55,7 +55,6 @@ _str = str
 _isinstance = isinstance
 _len = len
 _exec = exec
-_compile = compile
 _builtins_dict = builtins.__dict__
 _sys_exc_info = sys.exc_info
 
@@ -75,9 +74,9 @@ class UnitTimeout(BaseException):
 class ChildPlan:
     """Everything the child needs, prepared by the worker before `fork`."""
 
-    program: Any  # code object of the whole program, compiled by the worker
-    setup: str
-    units: list[tuple[int, str]]  # (unit index, source) for counted units only
+    program: Any  # code objects, compiled by the worker (setup None when there is none)
+    setup: Any
+    units: list[tuple[int, Any]]  # (unit index, code) for counted units only
     world_edited: bool
     mappings: list[dict]
     unit_timeout_s: float
@@ -155,18 +154,28 @@ def _isolate_io(refuse_stdin: Callable[..., Any]) -> None:
     sys.stdin = _RaisingStdin(refuse_stdin)
 
 
-class _Guard:
-    """Replaces destructive functions with ones that record the attempt and raise."""
+class Guard:
+    """Replaces destructive functions with ones that record the attempt and raise.
 
-    def __init__(self, report: Callable[[str], None], allowed_dir: str) -> None:
+    Built once per worker (all replacement functions and classes are created up front) and
+    installed in each child with plain attribute writes, so a sample pays almost nothing for it.
+    The child arms it with its reporter and temp dir before installing.
+    """
+
+    def __init__(self) -> None:
+        self._report: Callable[[str], None] = lambda _name: None
+        self._allowed_dir = "/nonexistent-sandbox-dir"
+        self._replacements = self._build_replacements()
+
+    def arm(self, report: Callable[[str], None], allowed_dir: str) -> None:
         self._report = report
-        self._allowed = (allowed_dir + os.sep, os.devnull)
+        self._allowed_dir = allowed_dir  # already resolved by the worker
 
     def blocked(self, name: str) -> Callable[..., Any]:
-        report = self._report
+        guard = self
 
         def refuse(*_args: Any, **_kwargs: Any) -> Any:
-            report(name)
+            guard._report(name)
             raise GuardViolation(f"{name} is disabled in the sandbox")
 
         refuse.__name__ = name.rsplit(".", 1)[-1]
@@ -176,7 +185,7 @@ class _Guard:
         if _isinstance(path, int):  # an already-open descriptor: its opening was checked
             return True
         full = _realpath(_os_fspath(path))
-        return full == self._allowed[1] or (full + os.sep).startswith(self._allowed[0])
+        return full == os.devnull or (full + os.sep).startswith(self._allowed_dir + os.sep)
 
     def check_path(self, name: str, path: Any) -> None:
         if not self._path_allowed(path):
@@ -184,11 +193,43 @@ class _Guard:
             raise GuardViolation(f"{name}({path!r}): writing outside the sandbox temp dir")
 
     def install(self) -> None:
+        """Apply every replacement in this process (the child); irreversible."""
+        faulthandler.disable()
+        for target, name, replacement in self._replacements:
+            setattr(target, name, replacement)
+
+    def _build_replacements(self) -> list[tuple[Any, str, Any]]:
+        replacements = self._file_replacements()
+        posix = sys.modules.get("posix")
+        modules = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}
+        modules["signal"] = signal
+        for module_name, names in _BLOCKED.items():
+            target = modules.get(module_name)
+            replacements += [
+                (target, name, self.blocked(f"{module_name}.{name}"))
+                for name in names
+                if target is not None and hasattr(target, name)
+            ]
+        replacements += [(builtins, name, self.blocked(name)) for name in ("exit", "quit", "help")]
+        replacements.append((faulthandler, "enable", self.blocked("faulthandler.enable")))
+        # Patch the constructor rather than replacing the class, so modules imported later
+        # (ssl, asyncio) can still subclass `socket.socket`.
+        replacements.append((socket.socket, "__init__", self.blocked("socket.socket")))
+        raw_socket = sys.modules["_socket"]
+        blocked_raw = self.blocked("_socket.socket")
+
+        class BlockedRawSocket(raw_socket.socket):  # type: ignore[misc, name-defined]
+            def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+                blocked_raw()
+
+        replacements.append((raw_socket, "socket", BlockedRawSocket))
+        return replacements
+
+    def _file_replacements(self) -> list[tuple[Any, str, Any]]:
         guard = self
         real_open = io.open
         real_os_open = _os_open
         real_mkdir = os.mkdir
-        real_file_io = io.FileIO
 
         def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
             if any(flag in mode for flag in "wax+"):
@@ -204,45 +245,29 @@ class _Guard:
             guard.check_path("os.mkdir", path)
             return real_mkdir(path, *args, **kwargs)
 
-        class GuardedFileIO(real_file_io):  # type: ignore[misc, valid-type]
+        class GuardedFileIO(io.FileIO):
             def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
                 if any(flag in mode for flag in "wax+"):
                     guard.check_path("io.FileIO", file)
                 super().__init__(file, mode, *args, **kwargs)
 
-        builtins.open = guarded_open
-        io.open = guarded_open
-        io.FileIO = GuardedFileIO
-        os.open = guarded_os_open
-        os.mkdir = guarded_mkdir
-        self._null_functions()
+        return [
+            (builtins, "open", guarded_open),
+            (io, "open", guarded_open),
+            (io, "FileIO", GuardedFileIO),
+            (os, "open", guarded_os_open),
+            (os, "mkdir", guarded_mkdir),
+        ]
 
-    def _null_functions(self) -> None:
-        posix = sys.modules.get("posix")
-        for module, names in _BLOCKED.items():
-            target = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}.get(
-                module
-            ) or sys.modules.get(module)
-            if target is None:
-                continue
-            for name in names:
-                if hasattr(target, name):
-                    setattr(target, name, self.blocked(f"{module}.{name}"))
-        for name in ("exit", "quit", "help"):
-            setattr(builtins, name, self.blocked(name))
-        faulthandler.disable()
-        faulthandler.enable = self.blocked("faulthandler.enable")
-        # Patch the constructor rather than replacing the class, so modules imported later
-        # (ssl, asyncio) can still subclass `socket.socket`.
-        socket.socket.__init__ = self.blocked("socket.socket")  # type: ignore[method-assign]
-        raw_socket = sys.modules["_socket"]
-        blocked_raw = self.blocked("_socket.socket")
 
-        class BlockedRawSocket(raw_socket.socket):  # type: ignore[misc, name-defined]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                blocked_raw()
+_GUARD: list[Guard] = []
 
-        raw_socket.socket = BlockedRawSocket  # type: ignore[attr-defined]
+
+def prepare_guard() -> Guard:
+    """The worker's guard, built on first use (call it in the worker, before forking)."""
+    if not _GUARD:
+        _GUARD.append(Guard())
+    return _GUARD[0]
 
 
 _PROCESS_FUNCTIONS = [
@@ -335,7 +360,8 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
             while data:
                 data = data[_os_write(fd, data) :]
 
-        guard = _Guard(lambda name: send(f"G\t{_escape(name)}"), plan.temp_dir)
+        guard = prepare_guard()
+        guard.arm(lambda name: send(f"G\t{_escape(name)}"), plan.temp_dir)
         _isolate_io(guard.blocked("sys.stdin"))
         counts = _install_world(plan.mappings) if plan.world_edited else None
         guard.install()
@@ -360,7 +386,7 @@ def _run_stages(
         return
     send_counts()
     _restore_builtins(pristine_builtins, namespace)
-    if plan.setup and not _stage("P", plan.setup, namespace, send, 0.0):
+    if plan.setup is not None and not _stage("P", plan.setup, namespace, send, 0.0):
         return
     for index, source in plan.units:
         _restore_builtins(pristine_builtins, namespace)
@@ -384,10 +410,9 @@ def _on_alarm(_signum: int, _frame: Any) -> None:
 
 
 def _stage(
-    tag: str, source: Any, namespace: dict[str, Any], send: Callable[[str], None], budget: float
+    tag: str, code: Any, namespace: dict[str, Any], send: Callable[[str], None], budget: float
 ) -> bool:
     try:
-        code = _compile(source, "<test>", "exec") if _isinstance(source, str) else source
         if budget > 0:
             _signal(_SIGALRM, _on_alarm)
             _setitimer(_ITIMER_REAL, budget)

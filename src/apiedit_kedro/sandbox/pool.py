@@ -13,6 +13,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,13 +50,14 @@ class WorkerPool:
         self.owner_pid = os.getpid()
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([worker_module.__name__])
+        self.base_dir = tempfile.mkdtemp(prefix="apiedit-sandbox-")
         self._workers = [self._start_worker() for _ in range(size)]
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_module.serve,
-            args=(child_end,),
+            args=(child_end, self.base_dir),
             name="apiedit-sandbox-worker",
             daemon=True,
         )
@@ -140,6 +143,7 @@ class WorkerPool:
                 worker.process.join(timeout=_SHUTDOWN_JOIN_S)
             worker.conn.close()
         self._workers = []
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 class _PoolHolder:

