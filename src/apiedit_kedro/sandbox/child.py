@@ -77,8 +77,7 @@ class ChildPlan:
     program: Any  # code objects, compiled by the worker (setup None when there is none)
     setup: Any
     units: list[tuple[int, Any]]  # (unit index, code) for counted units only
-    world_edited: bool
-    mappings: list[dict]
+    world: Any  # an apis.world.PreparedWorld for the edited world, None for the pristine one
     unit_timeout_s: float
     timeout_s: float
     memory_limit_bytes: int
@@ -337,10 +336,10 @@ _BLOCKED: dict[str, list[str]] = {
 }
 
 
-def _install_world(mappings: list[dict]) -> Callable[[], dict[str, int]]:
-    from apiedit_kedro.apis.world import install_edited_world, new_api_call_counts
+def _install_world(world: Any) -> Callable[[], dict[str, int]]:
+    from apiedit_kedro.apis.world import new_api_call_counts
 
-    install_edited_world(mappings)
+    world.install()
     return new_api_call_counts
 
 
@@ -363,7 +362,7 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         guard = prepare_guard()
         guard.arm(lambda name: send(f"G\t{_escape(name)}"), plan.temp_dir)
         _isolate_io(guard.blocked("sys.stdin"))
-        counts = _install_world(plan.mappings) if plan.world_edited else None
+        counts = _install_world(plan.world) if plan.world is not None else None
         guard.install()
         _run_stages(plan, send, counts)
         send("D")

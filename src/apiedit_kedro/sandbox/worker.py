@@ -129,6 +129,7 @@ class _Exit:
 
 
 _MAPPING_CACHE: dict[str, list[Any]] = {}
+_WORLD_CACHE: dict[str, Any] = {}
 
 
 def _parsed_mappings(task: dict[str, Any]) -> list[Any]:
@@ -138,6 +139,18 @@ def _parsed_mappings(task: dict[str, Any]) -> list[Any]:
 
         _MAPPING_CACHE[key] = parse_mappings(task["mappings"])
     return _MAPPING_CACHE[key]
+
+
+def _prepared_world(task: dict[str, Any]) -> Any:
+    """The edited world for this task, prepared once per worker (imports, code generation)."""
+    if task["world"] != "edited" or not task["mappings"]:
+        return None
+    key = task["mapping_key"]
+    if key not in _WORLD_CACHE:
+        from apiedit_kedro.apis.world import prepare_world
+
+        _WORLD_CACHE[key] = prepare_world(_parsed_mappings(task))
+    return _WORLD_CACHE[key]
 
 
 def _static_refs(task: dict[str, Any]) -> tuple[int, int]:
@@ -236,8 +249,7 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
             program=program,
             setup=_CODE_CACHE.get(task["setup"]) if task["setup"] else None,
             units=[(index, _CODE_CACHE.get(source)) for index, source in task["units"]],
-            world_edited=task["world"] == "edited" and bool(task["mappings"]),
-            mappings=task["mappings"],
+            world=_prepared_world(task),
             unit_timeout_s=task["unit_timeout_s"],
             timeout_s=task["timeout_s"],
             memory_limit_bytes=task["memory_limit_bytes"],

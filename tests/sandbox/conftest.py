@@ -1,0 +1,18 @@
+"""Fixtures for the sandbox tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[Path]:
+    """A file outside every sandbox temp dir; adversarial programs try to change or delete it."""
+    path = tmp_path / "sentinel.txt"
+    path.write_text("untouched")
+    yield path
+    assert path.read_text() == "untouched", "a sandboxed program changed a file outside its dir"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sentinel.txt"]
