@@ -152,8 +152,9 @@ def build_new_callable(
     """The new API built from `old_obj` with the mapping's usage change.
 
     The result is named `mapping.new_name`, documented with `mapping.doc`, and its signature
-    reflects the new usage. With `call_counts`, every call (including calls that then fail on
-    wrong arguments) adds one to `call_counts[mapping.api_id]`. A class target becomes a
+    reflects the new usage. With `call_counts`, every call that the new signature accepts adds
+    one to `call_counts[mapping.api_id]` (also when the old API then raises); a call rejected by
+    the signature itself raises its TypeError before counting. A class target becomes a
     subclass named after the new API, so `isinstance` keeps working; its instantiations count.
     """
     if call_counts is not None:

@@ -178,6 +178,8 @@ class PreparedWorld:
 def _record_key(record: Mapping[str, Any] | ApiMapping) -> tuple[str, ...]:
     if isinstance(record, ApiMapping):
         return tuple(repr(getattr(record, name)) for name in RECORD_FIELDS)
+    if not hasattr(record, "get"):
+        return (repr(record),)  # not a record: parse_mappings raises the explanatory error
     return tuple(repr(plain_value(record.get(name))) for name in RECORD_FIELDS)
 
 
