@@ -124,6 +124,7 @@ def _apply_limits(plan: ChildPlan) -> None:
     # CPU backstop: the worker's wall-clock kill is the real limit; this catches a stuck worker.
     _lower_soft_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2)
     _lower_soft_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
+    _lower_soft_limit(resource.RLIMIT_CORE, 0)
     if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the guard and the group kill cover it
         _lower_soft_limit(resource.RLIMIT_NPROC, 256)
     # Oversized writes should raise OSError(EFBIG) in the program, not kill the child silently.
@@ -250,13 +251,42 @@ class Guard:
                     guard.check_path("io.FileIO", file)
                 super().__init__(file, mode, *args, **kwargs)
 
-        return [
+        replacements = [
             (builtins, "open", guarded_open),
             (io, "open", guarded_open),
             (io, "FileIO", GuardedFileIO),
             (os, "open", guarded_os_open),
             (os, "mkdir", guarded_mkdir),
         ]
+        posix = sys.modules.get("posix")
+        for module_name, functions in _PATH_CHECKED_FUNCTIONS.items():
+            targets = [os, posix] if module_name == "os" else [shutil]
+            for name, path_count in functions:
+                real = getattr(os if module_name == "os" else shutil, name, None)
+                if real is None:
+                    continue
+                checked = self._path_checked(f"{module_name}.{name}", real, path_count)
+                replacements += [
+                    (target, name, checked) for target in targets if target is not None
+                ]
+        return replacements
+
+    def _path_checked(
+        self, name: str, real: Callable[..., Any], path_count: int
+    ) -> Callable[..., Any]:
+        guard = self
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            directory = kwargs.get("dir_fd")
+            for path in args[:path_count]:
+                resolved = path
+                if directory is not None and not _isinstance(path, int):
+                    resolved = os.path.join(os.readlink(f"/proc/self/fd/{directory}"), path)
+                guard.check_path(name, resolved)
+            return real(*args, **kwargs)
+
+        checked.__name__ = real.__name__
+        return checked
 
 
 _GUARD: list[Guard] = []
@@ -305,32 +335,30 @@ _PROCESS_FUNCTIONS = [
     "setregid",
     "register_at_fork",
 ]
-_FILE_FUNCTIONS = [
-    "remove",
-    "unlink",
-    "rmdir",
-    "removedirs",
-    "rename",
-    "renames",
-    "replace",
-    "truncate",
-    "ftruncate",
-    "chmod",
-    "fchmod",
-    "lchmod",
-    "chown",
-    "fchown",
-    "lchown",
-    "chroot",
-    "link",
-    "symlink",
-    "mkfifo",
-    "mknod",
-]
+# Destructive file functions stay usable inside the sample's temp dir: (name, how many leading
+# arguments are paths). Outside it they are guard violations.
+_PATH_CHECKED_FUNCTIONS: dict[str, list[tuple[str, int]]] = {
+    "os": [
+        ("remove", 1),
+        ("unlink", 1),
+        ("rmdir", 1),
+        ("removedirs", 1),
+        ("rename", 2),
+        ("renames", 2),
+        ("replace", 2),
+        ("truncate", 1),
+        ("chmod", 1),
+        ("lchmod", 1),
+        ("link", 2),
+        ("symlink", 2),
+    ],
+    "shutil": [("rmtree", 1), ("move", 2)],
+}
+_FILE_FUNCTIONS = ["fchmod", "chown", "fchown", "lchown", "chroot", "mkfifo", "mknod"]
 _BLOCKED: dict[str, list[str]] = {
     "os": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
     "posix": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
-    "shutil": ["rmtree", "move", "chown"],
+    "shutil": ["chown"],
     "subprocess": ["Popen", "run", "call", "check_call", "check_output", "getoutput"],
     "signal": ["pthread_kill", "pidfd_send_signal"],
 }
