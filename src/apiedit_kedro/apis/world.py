@@ -126,6 +126,70 @@ class _ModulePatch:
     keeps_globals: bool = False
 
 
+@dataclass
+class _ModulePlan:
+    """The writes that edit one module, precomputed (see `_apply` and `_shield_module`)."""
+
+    module: ModuleType
+    inject: dict[str, Any]
+    remove: tuple[str, ...]
+    added: dict[str, Any]
+    hiding_class: type | None
+    exported: list[str] | None
+
+    @classmethod
+    def build(
+        cls, module: ModuleType, patch: _ModulePatch | None, removed_builtins: Mapping[str, Any]
+    ) -> _ModulePlan:
+        namespace = module.__dict__
+        python = _runs_python_code(module)
+        shielded: dict[str, Any] = {}
+        if python and getattr(module, "__name__", None) != "builtins":
+            shielded = {
+                name: obj
+                for name, obj in removed_builtins.items()
+                if namespace.get(name, obj) is obj
+            }
+        hidden = {**shielded, **(patch.hidden if patch else {})}
+        added = dict(patch.added) if patch else {}
+        hiding_class = None
+        if hidden:
+            current = type(module)
+            base = getattr(current, "_apiedit_base", current)
+            hiding_class = _hiding_class(
+                base, {**getattr(current, "_apiedit_hidden", {}), **hidden}
+            )
+        preview = {**namespace, **shielded}
+        _edit_all(preview, hidden, added, create=python)
+        exported = preview.get("__all__")
+        return cls(
+            module=module,
+            inject={name: obj for name, obj in shielded.items() if name not in namespace},
+            remove=() if python else tuple(patch.hidden if patch else ()),
+            added=added,
+            hiding_class=hiding_class,
+            exported=None if exported is namespace.get("__all__") else list(exported),
+        )
+
+    def is_empty(self) -> bool:
+        return not (self.inject or self.remove or self.added or self.hiding_class or self.exported)
+
+    def apply(self) -> None:
+        namespace = self.module.__dict__
+        namespace.update(self.inject)
+        if self.hiding_class is not None:
+            try:
+                self.module.__class__ = self.hiding_class
+            except TypeError:
+                for name in self.hiding_class._apiedit_hidden:
+                    namespace.pop(name, None)
+        for name in self.remove:
+            namespace.pop(name, None)
+        namespace.update(self.added)
+        if self.exported is not None:
+            namespace["__all__"] = self.exported
+
+
 class PreparedWorld:
     """Validated mappings with their new callables and per-module patches, ready to install."""
 
@@ -147,6 +211,7 @@ class PreparedWorld:
             for mapping in mappings
             if mapping.old_module == "builtins"
         }
+        self._plans = self._plan_modules()
 
     def install(self) -> None:
         """Apply the patches to this process and keep them applied across re-imports."""
@@ -154,22 +219,39 @@ class PreparedWorld:
             _CALL_COUNTS[api_id] = 0
         _INSTALLED_API_IDS.update(self.api_ids)
         finder = _repatching_finder()
-        if self._removed_builtins:
-            # First, while this module's own code can still use them.
-            finder.shield(self._removed_builtins)
-            for module in list(sys.modules.values()):
-                if isinstance(module, ModuleType):
-                    _shield_module(module, self._removed_builtins)
+        finder.shield(self._removed_builtins)
         for patch in self._patches:
-            targets = {id(patch.module): patch.module}
+            finder.register(patch)
+        planned = set()
+        for plan in self._plans:  # the builtins module comes last: until then all code runs
+            plan.apply()
+            planned.add(id(plan.module))
+        # Modules imported, or replaced in sys.modules, since the world was prepared.
+        for patch in self._patches:
             for alias in patch.aliases:
                 current = sys.modules.get(alias)
-                if current is not None:
-                    targets[id(current)] = current
-            for module in targets.values():
-                _apply(patch, module)
-            finder.register(patch)
+                if current is not None and id(current) not in planned:
+                    _apply(patch, current)
+        if self._removed_builtins:
+            for module in list(sys.modules.values()):
+                if id(module) not in planned and isinstance(module, ModuleType):
+                    _shield_module(module, self._removed_builtins)
         logger.debug("installed edited world for %s", ", ".join(self.api_ids))
+
+    def _plan_modules(self) -> list[_ModulePlan]:
+        """Everything `install` writes, computed now so the forked child only assigns."""
+        patches = {id(patch.module): patch for patch in self._patches}
+        modules = {id(patch.module): patch.module for patch in self._patches}
+        if self._removed_builtins:
+            for module in list(sys.modules.values()):
+                if isinstance(module, ModuleType):
+                    modules.setdefault(id(module), module)
+        plans = [
+            _ModulePlan.build(module, patches.get(key), self._removed_builtins)
+            for key, module in modules.items()
+        ]
+        plans.sort(key=lambda plan: plan.module is builtins)
+        return [plan for plan in plans if not plan.is_empty()]
 
     def __repr__(self) -> str:
         return f"PreparedWorld({', '.join(self.api_ids)})"
