@@ -194,6 +194,19 @@ def test_call_counts_count_every_call_and_class_instantiation():
     assert (instance + tally("a"))["a"] == 3
 
 
+def test_builtin_class_targets_keep_their_call_forms():
+    counts = {}
+    new_type = adapter("builtins.type", "my_type", "relocate", {"usage": "same"}, counts)
+    assert new_type(5) is int  # the one-argument form
+    made = new_type("Made", (), {"x": 1})
+    assert made.x == 1
+    assert isinstance(made, new_type)
+    new_int = adapter("builtins.int", "my_int", "relocate", {"usage": "same"}, counts)
+    assert new_int("12") + 1 == 13
+    assert isinstance(new_int("3"), int)
+    assert counts == {"builtins.type": 2, "builtins.int": 2}
+
+
 @pytest.mark.parametrize(
     ("bad", "fragment"),
     [

@@ -699,11 +699,19 @@ def _generate_function(
 def _build_new_class(
     mapping: ApiMapping, old_class: type, call_counts: MutableMapping[str, int] | None
 ) -> type:
-    namespace = {
+    namespace: dict[str, Any] = {
         "__doc__": mapping.doc,
         "__module__": mapping.new_module,
         "__qualname__": mapping.new_name,
     }
+    if old_class is type:
+        # CPython honours the one-argument form `type(x)` only on `type` itself.
+        def __new__(metaclass: type, *args: Any, **kwargs: Any) -> Any:
+            if len(args) == 1 and not kwargs:
+                return type(args[0])
+            return type.__new__(metaclass, *args, **kwargs)
+
+        namespace["__new__"] = __new__
     old_metaclass = type(old_class)
     metaclass = old_metaclass
     if call_counts is not None:
