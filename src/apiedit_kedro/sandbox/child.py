@@ -46,6 +46,10 @@ _os_dup2 = os.dup2
 _os_close = os.close
 _os_fspath = os.fspath
 _realpath = os.path.realpath
+_path_join = os.path.join
+_readlink = os.readlink
+_SEP = os.sep
+_DEVNULL = os.devnull
 _setitimer = signal.setitimer
 _signal = signal.signal
 _ITIMER_REAL = signal.ITIMER_REAL
@@ -56,6 +60,7 @@ _isinstance = isinstance
 _len = len
 _exec = exec
 _builtins_dict = builtins.__dict__
+_dict = dict
 _sys_exc_info = sys.exc_info
 
 MESSAGE_LIMIT = 500
@@ -185,7 +190,7 @@ class Guard:
         if _isinstance(path, int):  # an already-open descriptor: its opening was checked
             return True
         full = _realpath(_os_fspath(path))
-        return full == os.devnull or (full + os.sep).startswith(self._allowed_dir + os.sep)
+        return full == _DEVNULL or (full + _SEP).startswith(self._allowed_dir + _SEP)
 
     def check_path(self, name: str, path: Any) -> None:
         if not self._path_allowed(path):
@@ -281,7 +286,7 @@ class Guard:
             for path in args[:path_count]:
                 resolved = path
                 if directory is not None and not _isinstance(path, int):
-                    resolved = os.path.join(os.readlink(f"/proc/self/fd/{directory}"), path)
+                    resolved = _path_join(_readlink(f"/proc/self/fd/{directory}"), path)
                 guard.check_path(name, resolved)
             return real(*args, **kwargs)
 
@@ -387,12 +392,13 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
             while data:
                 data = data[_os_write(fd, data) :]
 
+        test_builtins = _dict(_builtins_dict)  # before the world patch and the guard
         guard = prepare_guard()
         guard.arm(lambda name: send(f"G\t{_escape(name)}"), plan.temp_dir)
         _isolate_io(guard.blocked("sys.stdin"))
         counts = _install_world(plan.world) if plan.world is not None else None
         guard.install()
-        _run_stages(plan, send, counts)
+        _run_stages(plan, send, counts, test_builtins)
         send("D")
     except BaseException:
         status = 70  # the sandbox itself failed in the child; the worker sees no D record
@@ -400,36 +406,36 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
 
 
 def _run_stages(
-    plan: ChildPlan, send: Callable[[str], None], counts: Callable[[], dict[str, int]] | None
+    plan: ChildPlan,
+    send: Callable[[str], None],
+    counts: Callable[[], dict[str, int]] | None,
+    test_builtins: dict[str, Any],
 ) -> None:
+    """Load the program, then run setup and units in a separate namespace for the test code.
+
+    The test code is trusted and must not depend on the world or on the program's tricks: it
+    gets a snapshot of the program's globals (so it sees the entry point) with the worker's own
+    builtins, captured before the world patch (removed builtins such as `abs` stay available to
+    the tests, never to the program) and before the program could patch or swap its builtins.
+    The program's functions keep their own globals and builtins.
+    """
+
     def send_counts() -> None:
         if counts is not None:
             send("C\t" + ",".join(f"{api}={n}" for api, n in counts().items()))
 
-    pristine_builtins = dict(_builtins_dict)
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    if not _stage("L", plan.program, namespace, send, 0.0):
-        send_counts()
-        return
+    loaded = _stage("L", plan.program, namespace, send, 0.0)
     send_counts()
-    _restore_builtins(pristine_builtins, namespace)
-    if plan.setup is not None and not _stage("P", plan.setup, namespace, send, 0.0):
+    if not loaded:
         return
-    for index, source in plan.units:
-        _restore_builtins(pristine_builtins, namespace)
-        _stage(f"U\t{index}", source, namespace, send, plan.unit_timeout_s)
+    test_namespace = _dict(namespace)
+    test_namespace["__builtins__"] = test_builtins
+    if plan.setup is not None and not _stage("P", plan.setup, test_namespace, send, 0.0):
+        return
+    for index, code in plan.units:
+        _stage(f"U\t{index}", code, test_namespace, send, plan.unit_timeout_s)
         send_counts()
-
-
-def _restore_builtins(pristine: dict[str, Any], namespace: dict[str, Any]) -> None:
-    """Undo builtins the program replaced, so it cannot fake a pass by patching e.g. `abs`."""
-    for name, value in pristine.items():
-        if _builtins_dict.get(name, _MISSING) is not value:
-            _builtins_dict[name] = value
-    namespace["__builtins__"] = builtins
-
-
-_MISSING = object()
 
 
 def _on_alarm(_signum: int, _frame: Any) -> None:
