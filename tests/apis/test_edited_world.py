@@ -267,6 +267,51 @@ def test_library_code_keeps_working_without_the_removed_apis():
     assert results["program"] == "ok:" + repr([2, "3/2", True, [("a", 2)], [1, 3], True])
 
 
+CORE_BUILTINS = ["int", "str", "list", "dict", "isinstance", "type", "len", "abs"]
+CORE_PROGRAM = """
+import dataclasses, enum, decimal, fractions, textwrap
+@dataclasses.dataclass
+class Point:
+    x: object = 0
+class Color(enum.Enum):
+    RED = 1
+result = [
+    repr(Point(3)),
+    Color.RED.name,
+    format(decimal.Decimal("1.5") * 2),
+    fractions.Fraction(3, 6).denominator,
+    textwrap.fill("a b c", 3),
+    my_builtin_len(my_builtin_list("abcd")) + my_builtin_abs(-1),
+    my_builtin_isinstance(my_builtin_int("7"), my_builtin_int),
+]
+"""
+
+
+def test_core_builtins_can_be_removed_without_breaking_the_library():
+    mappings = [
+        record(
+            f"builtins.{name}",
+            f"builtins.{name}",
+            f"my_builtin_{name}",
+            "relocate",
+            {"usage": "same"},
+        )
+        for name in CORE_BUILTINS
+    ]
+    results = run_child(
+        f"""
+        install_edited_world(MAPPINGS)
+        results["fresh_import_before"] = "decimal" in sys.modules
+        results["program"] = run({CORE_PROGRAM!r})
+        results["removed"] = [run(name) for name in {CORE_BUILTINS!r}]
+        """,
+        mappings,
+    )
+    assert not results["fresh_import_before"]
+    assert results["program"] == "ok:" + repr(["Point(x=3)", "RED", "3.0", 2, "a b\nc", 5, True])
+    assert results["removed"] == ["NameError"] * len(CORE_BUILTINS)
+
+
 def test_program_can_define_a_removed_name_again():
     results = run_child(
         """
