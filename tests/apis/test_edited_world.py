@@ -205,6 +205,9 @@ def test_new_apis_work_after_the_same_routes_and_count_calls():
         import textwrap
         results["program"] = run(textwrap.dedent(program))
         results["counts"] = new_api_call_counts()
+        from apiedit_kedro.apis.references import find_api_references
+        refs = find_api_references("my_os_path_join(['a'])", MAPPINGS)  # validates in-world
+        results["refs_in_edited_world"] = refs.new["os.path.join"]
         results["old_style"] = {
             "keyword_only": run("import math\\nmath.choose(5, 2)"),
             "reorder": run("import heapq\\nheapq.push_heap([], 1, 2)"),
@@ -237,6 +240,7 @@ def test_new_apis_work_after_the_same_routes_and_count_calls():
         "sorted": 1,
     }
     assert set(results["old_style"].values()) == {"TypeError"}
+    assert results["refs_in_edited_world"] == 1
 
 
 def test_library_code_keeps_working_without_the_removed_apis():

@@ -49,6 +49,9 @@ _RESERVED_NAMES = frozenset(
 
 
 _PRISTINE_BUILTINS = dict(builtins.__dict__)
+_MISSING = object()
+# Marks every new API object with the api_id it implements.
+API_ID_ATTRIBUTE = "__apiedit_api_id__"
 
 
 class MappingError(ValueError):
@@ -166,6 +169,7 @@ def build_new_callable(
     function.__doc__ = mapping.doc
     function.__qualname__ = mapping.new_name
     function.__module__ = mapping.new_module
+    setattr(function, API_ID_ATTRIBUTE, mapping.api_id)
     return function
 
 
@@ -401,7 +405,9 @@ def _check_target(mapping: ApiMapping) -> None:
             f"{label}: {mapping.old_qualname!r} is not callable ({type(old_obj).__name__}); "
             "only functions and classes are edit targets"
         )
-    if hasattr(importlib.import_module(mapping.new_module), mapping.new_name):
+    existing = getattr(importlib.import_module(mapping.new_module), mapping.new_name, _MISSING)
+    # In an edited world the new name exists already: as this very mapping's new API.
+    if existing is not _MISSING and getattr(existing, API_ID_ATTRIBUTE, None) != mapping.api_id:
         where = "builtins" if mapping.new_module == "builtins" else f"module {mapping.new_module!r}"
         raise MappingError(
             f"{label}: new name {mapping.new_name!r} already exists in {where}; pick a name "
@@ -703,6 +709,7 @@ def _build_new_class(
         "__doc__": mapping.doc,
         "__module__": mapping.new_module,
         "__qualname__": mapping.new_name,
+        API_ID_ATTRIBUTE: mapping.api_id,
     }
     if old_class is type:
         # CPython honours the one-argument form `type(x)` only on `type` itself.
