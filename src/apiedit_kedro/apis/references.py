@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from apiedit_kedro.apis.mapping import ApiMapping, parse_mappings
+from apiedit_kedro.apis.world import api_locations
 
 # Importing these has visible side effects; a star import from them is left unresolved.
 _NO_IMPORT_MODULES = frozenset(
@@ -67,8 +68,6 @@ def find_api_references(
     source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping]
 ) -> ApiReferences:
     """Count references to each mapping's old API and new API in the source."""
-    from apiedit_kedro.apis.world import api_locations
-
     parsed = parse_mappings(mappings)
     references = resolve_references(source)
     old: dict[str, int] = {}
