@@ -1,0 +1,154 @@
+"""``apply_edits``: the one entry point for the five methods, with validation and all-or-nothing edits.
+
+Everything that can be checked cheaply (method, hyperparameters, architecture, layers, requests,
+covariance layers) is checked before any model work; if an edit fails midway, every change made by the
+call is undone before the error propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+
+from torch import nn
+
+from apiedit_kedro.editing.architecture import anatomy_of
+from apiedit_kedro.editing.covariance import CovarianceStats
+from apiedit_kedro.editing.fingerprint import weight_checksum
+from apiedit_kedro.editing.ft import ft_edit
+from apiedit_kedro.editing.grace import grace_edit
+from apiedit_kedro.editing.hparams import parse_hparams
+from apiedit_kedro.editing.memit import memit_edit
+from apiedit_kedro.editing.pmet import pmet_edit
+from apiedit_kedro.editing.requests import EditRequest, context_length, parse_requests
+from apiedit_kedro.editing.result import EditContext, EditResult
+from apiedit_kedro.editing.rome import rome_edit
+
+__all__ = ["METHODS", "EditError", "apply_edits"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ft", "grace", "rome", "memit", "pmet")
+# one request per call; the rest take a list and so also support mode="batch"
+_PER_REQUEST = {"rome": rome_edit, "grace": grace_edit}
+_LIST = {"ft": ft_edit, "memit": memit_edit, "pmet": pmet_edit}
+_NEEDS_COVARIANCE = ("memit", "pmet")
+
+
+class EditError(RuntimeError):
+    """An edit failed; the model has been put back as it was before ``apply_edits``."""
+
+
+def _check_method(method: str, mode: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; choose one of {', '.join(METHODS)}")
+    if mode not in ("sequential", "batch"):
+        raise ValueError(f"unknown edit mode {mode!r}; choose 'sequential' or 'batch'")
+    if mode == "batch" and method in _PER_REQUEST:
+        raise ValueError(
+            f"{method} edits one request at a time; use mode='sequential' "
+            f"(batch mode exists for {', '.join(_LIST)})"
+        )
+
+
+def _check_covariance(method: str, hparams, covariance: CovarianceStats | None) -> None:
+    needs = method in _NEEDS_COVARIANCE or (method == "rome" and hparams.mom2_adjustment)
+    if not needs:
+        return
+    if covariance is None:
+        raise ValueError(
+            f"{method} needs covariance statistics for layers {hparams.layers}; compute them with "
+            "editing.load_or_compute_covariance(model, tokenizer, layers) and pass covariance="
+        )
+    missing = sorted(set(hparams.layers) - set(covariance.layers))
+    if missing:
+        raise ValueError(
+            f"{method}: the covariance lacks layers {missing} (has {covariance.layers}); recompute it "
+            "for the union of the methods' layers"
+        )
+
+
+def _summarise(stats: dict, result: EditResult) -> dict:
+    norms = stats.pop("delta_norm", {})
+    drift = result.drift()
+    return {
+        **stats,
+        "delta_norm": math.sqrt(sum(v * v for v in norms.values())),
+        "delta_norms": norms,
+        "drift": drift,
+        "drift_total": math.sqrt(sum(v * v for v in drift.values())),
+    }
+
+
+def apply_edits(
+    model: nn.Module,
+    tokenizer,
+    requests: Iterable[Mapping | EditRequest],
+    *,
+    method: str,
+    hparams: Mapping | object,
+    covariance: CovarianceStats | None = None,
+    mode: str = "sequential",
+) -> EditResult:
+    """Edit ``model`` in place with ``method`` and return the deltas, statistics and a restore handle.
+
+    ``hparams`` is the method's hyperparameter dict (``params:<method>.hparams``) or a dict holding it
+    under ``"hparams"``. ``mode="sequential"`` applies requests one after another (each sees the
+    previous edits); ``"batch"`` computes one joint update (FT, MEMIT, PMET).
+    """
+    _check_method(method, mode)
+    if isinstance(hparams, Mapping) and "hparams" in hparams:
+        hparams = hparams["hparams"]
+    typed = parse_hparams(method, hparams)
+    anatomy = anatomy_of(model)
+    for layer in typed.layers:
+        anatomy.check_layer(layer)
+    encoded = parse_requests(requests, tokenizer, context_length(model))
+    _check_covariance(method, typed, covariance)
+    result = EditResult(method=method, checksum_before=weight_checksum(model))
+    context = EditContext(model, tokenizer, anatomy, typed, covariance, result)
+    groups = [[enc] for enc in encoded] if mode == "sequential" else [encoded]
+    done = 0
+    for group in groups:
+        started = time.perf_counter()
+        try:
+            if method in _PER_REQUEST:
+                stats = _PER_REQUEST[method](context, group[0])
+            else:
+                stats = _LIST[method](context, group)
+            if not math.isfinite(float(stats.get("final_loss", 0.0))):
+                raise FloatingPointError("the edit loss is NaN/Inf")
+        except Exception as error:
+            if result.snapshot or result.grace_snapshot is not None:
+                result.restore(model)
+            ids = ", ".join(enc.request.edit_id for enc in group)
+            raise EditError(
+                f"{method} edit of {ids} failed ({type(error).__name__}: {error}); the model was "
+                "restored to its weights before apply_edits"
+            ) from error
+        seconds = time.perf_counter() - started
+        summary = _summarise(stats, result)
+        for enc in group:
+            done += 1
+            result.stats.append(
+                {
+                    "edit_id": enc.request.edit_id,
+                    "method": method,
+                    "edit_index": done - 1,
+                    "seconds": seconds / len(group),
+                    **summary,
+                }
+            )
+        logger.info(
+            "%s edit %d/%d (%s): %.2fs, loss %.4f, |delta| %.3g",
+            method,
+            done,
+            len(encoded),
+            group[-1].request.edit_id,
+            seconds,
+            summary.get("final_loss", float("nan")),
+            summary["delta_norm"],
+        )
+    return result

@@ -1,0 +1,224 @@
+"""GRACE (Hartvigsen et al. 2023): a codebook adaptor on one ``down_proj``; base weights never change.
+
+Hand-written per spec §8. Each entry holds a detached key (layer input), a trained value (layer
+output) and a deferral radius. Deviation from EasyEdit's stale ``key_id``: every position is its own
+query, so the last prompt token fires at prefill, each new token is queried while decoding (KV cache
+or not), and teacher-forced scoring and padded batches see the same edits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from apiedit_kedro.editing.architecture import ModelAnatomy
+from apiedit_kedro.editing.ft import target_nll
+from apiedit_kedro.editing.hparams import GraceHparams
+from apiedit_kedro.editing.requests import EncodedRequest
+from apiedit_kedro.editing.result import EditContext
+
+__all__ = ["GraceAdapter", "attach_codebook", "grace_edit", "restore_codebook"]
+
+logger = logging.getLogger(__name__)
+
+_SPLIT_MARGIN = 1e-5
+
+
+class GraceAdapter(nn.Module):
+    """Wraps a Linear; outputs at positions whose input lies within an entry's radius become its value."""
+
+    def __init__(self, inner: nn.Linear) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("keys", torch.zeros(0, inner.in_features))
+        self.register_buffer("values", torch.zeros(0, inner.out_features))
+        self.register_buffer("radii", torch.zeros(0))
+        self.labels: list[tuple[int, ...]] = []
+        self.edit_ids: list[str] = []
+        self.trainable: tuple[int, nn.Parameter] | None = None
+        self.fired = 0
+        self.queried = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.inner(x)
+        if len(self.keys) == 0:
+            return output
+        queries = x.detach().float().reshape(-1, x.shape[-1])
+        distances = torch.cdist(queries, self.keys)
+        nearest, index = distances.min(dim=1)
+        fire = nearest <= self.radii[index]
+        self.queried += len(fire)
+        self.fired += int(fire.sum())
+        if not bool(fire.any()):
+            return output
+        values = self.values
+        if self.trainable is not None:
+            slot, parameter = self.trainable
+            values = values.clone()
+            values[slot] = parameter
+        flat = output.reshape(-1, output.shape[-1])
+        replaced = torch.where(fire[:, None], values[index].to(output.dtype), flat)
+        return replaced.reshape(output.shape)
+
+    def add_entry(
+        self, key: torch.Tensor, value: torch.Tensor, radius: float, label, edit_id: str
+    ) -> int:
+        self.keys = torch.cat([self.keys, key[None].float()])
+        self.values = torch.cat([self.values, value[None].float()])
+        self.radii = torch.cat([self.radii, torch.tensor([radius])])
+        self.labels.append(tuple(label))
+        self.edit_ids.append(edit_id)
+        return len(self.keys) - 1
+
+
+def _adapter_at(model, anatomy: ModelAnatomy, layer: int) -> GraceAdapter:
+    mlp = anatomy.mlp(layer)
+    if not isinstance(mlp.down_proj, GraceAdapter):
+        mlp.down_proj = GraceAdapter(mlp.down_proj)
+    return mlp.down_proj
+
+
+def _snapshot(model, anatomy: ModelAnatomy, layer: int) -> dict:
+    mlp = anatomy.mlp(layer)
+    if not isinstance(mlp.down_proj, GraceAdapter):
+        return {"layer": layer, "anatomy": anatomy, "attached": False}
+    adapter = mlp.down_proj
+    return {
+        "layer": layer,
+        "anatomy": anatomy,
+        "attached": True,
+        "keys": adapter.keys.clone(),
+        "values": adapter.values.clone(),
+        "radii": adapter.radii.clone(),
+        "labels": list(adapter.labels),
+        "edit_ids": list(adapter.edit_ids),
+    }
+
+
+def restore_codebook(model, snapshot: dict) -> None:
+    """Detach the adaptor (if this result attached it) or put its codebook back as it was."""
+    mlp = snapshot["anatomy"].mlp(snapshot["layer"])
+    if not isinstance(mlp.down_proj, GraceAdapter):
+        return
+    if not snapshot["attached"]:
+        mlp.down_proj = mlp.down_proj.inner
+        return
+    adapter = mlp.down_proj
+    adapter.keys, adapter.values, adapter.radii = (
+        snapshot["keys"],
+        snapshot["values"],
+        snapshot["radii"],
+    )
+    adapter.labels, adapter.edit_ids = list(snapshot["labels"]), list(snapshot["edit_ids"])
+
+
+def export_codebook(adapter: GraceAdapter) -> tuple[dict[str, torch.Tensor], dict]:
+    width = max((len(label) for label in adapter.labels), default=0)
+    labels = torch.full((len(adapter.labels), width), -1, dtype=torch.long)
+    for i, label in enumerate(adapter.labels):
+        labels[i, : len(label)] = torch.tensor(label, dtype=torch.long)
+    tensors = {
+        "keys": adapter.keys,
+        "values": adapter.values,
+        "radii": adapter.radii,
+        "labels": labels,
+    }
+    return tensors, {"edit_ids": adapter.edit_ids}
+
+
+def attach_codebook(model, codebook: dict[str, torch.Tensor], meta: dict) -> dict:
+    """Install a saved codebook on an unedited model; returns the restore snapshot."""
+    from apiedit_kedro.editing.architecture import anatomy_of
+
+    anatomy = anatomy_of(model)
+    layer = int(meta["layer"])
+    snapshot = _snapshot(model, anatomy, layer)
+    adapter = _adapter_at(model, anatomy, layer)
+    adapter.keys, adapter.values, adapter.radii = (
+        codebook["keys"],
+        codebook["values"],
+        codebook["radii"],
+    )
+    adapter.labels = [tuple(int(t) for t in row if t >= 0) for row in codebook["labels"]]
+    adapter.edit_ids = list(meta.get("edit_ids", []))
+    return snapshot
+
+
+def _query(model, adapter: GraceAdapter, enc: EncodedRequest) -> torch.Tensor:
+    """down_proj input at the last prompt token (the codebook query of this edit)."""
+    captured: list[torch.Tensor] = []
+    handle = adapter.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        with torch.no_grad():
+            ids = torch.tensor([enc.prompt_ids], device=next(model.parameters()).device)
+            model.model(input_ids=ids, use_cache=False)
+    finally:
+        handle.remove()
+    return captured[0][0, -1].float().detach()
+
+
+def _place(
+    adapter: GraceAdapter,
+    query: torch.Tensor,
+    enc: EncodedRequest,
+    hparams: GraceHparams,
+    generator,
+) -> tuple[int, str]:
+    """Add / split / expand per GRACE's rules; returns the entry to train and what happened."""
+    label = enc.label
+    cold = torch.rand(adapter.inner.out_features, generator=generator)
+    if len(adapter.keys) == 0:
+        return adapter.add_entry(query, cold, hparams.eps, label, enc.request.edit_id), "add"
+    distances = torch.cdist(query[None], adapter.keys)[0]
+    distance, nearest = (float(v) for v in distances.min(dim=0))
+    nearest = int(nearest)
+    if distance > hparams.eps + float(adapter.radii[nearest]):
+        return adapter.add_entry(query, cold, hparams.eps, label, enc.request.edit_id), "add"
+    if adapter.labels[nearest] != label:
+        adapter.radii[nearest] = distance / 2 - _SPLIT_MARGIN
+        return adapter.add_entry(query, cold, distance / 2, label, enc.request.edit_id), "split"
+    if distance > float(adapter.radii[nearest]):
+        adapter.radii[nearest] = distance
+    return nearest, "expand"
+
+
+def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
+    model, anatomy, hparams, result = ctx.model, ctx.anatomy, ctx.hparams, ctx.result
+    (layer,) = hparams.layers
+    if result.grace_snapshot is None:
+        result.grace_snapshot = _snapshot(model, anatomy, layer)
+    adapter = _adapter_at(model, anatomy, layer)
+    generator = torch.Generator().manual_seed(hparams.seed + len(adapter.keys))
+    query = _query(model, adapter, enc)
+    slot, action = _place(adapter, query, enc, hparams, generator)
+    value = nn.Parameter(adapter.values[slot].clone())
+    optimiser = torch.optim.Adam([value], lr=hparams.edit_lr)
+    adapter.trainable = (slot, value)
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        for _ in range(hparams.n_iter):
+            loss = target_nll(model, enc)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            loss_value = float(target_nll(model, enc))
+    finally:
+        adapter.trainable = None
+        for parameter, flag in zip(model.parameters(), frozen, strict=True):
+            parameter.requires_grad_(flag)
+    if not torch.isfinite(value).all():
+        raise FloatingPointError("GRACE value became NaN/Inf")
+    adapter.values[slot] = value.detach()
+    result.codebook, meta = export_codebook(adapter)
+    result.codebook_meta = {**meta, "layer": layer, "replacement": hparams.replacement}
+    return {
+        "final_loss": loss_value,
+        "steps": hparams.n_iter,
+        "delta_norm": {"codebook_values": float(adapter.values.norm())},
+        "grace_action": action,
+        "codebook_size": len(adapter.keys),
+    }

@@ -1,0 +1,55 @@
+"""PMET (Li et al., AAAI 2024): attention and FFN targets optimised together, FFN-only update.
+
+Hand-written per spec §6: δ_A on layer L's ``o_proj`` output and δ_F on its ``down_proj`` output are
+optimised jointly (adaptive NLL weight, separate norm balls); only z_F = f0 + δ_F is kept and spread
+over the edit layers with a square-root share, ΔW = (R/√(m−j)) Kᵀ(KKᵀ + λC)⁻¹, solved in float64.
+``o_proj`` is never modified.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from apiedit_kedro.editing.memit import _outputs_at_key, spread_over_layers
+from apiedit_kedro.editing.requests import EncodedRequest
+from apiedit_kedro.editing.result import EditContext
+from apiedit_kedro.editing.rome import check_loss_layer
+from apiedit_kedro.editing.target import build_batch, context_prefixes, optimise_targets
+
+__all__ = ["pmet_edit"]
+
+
+def pmet_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
+    model, tokenizer, anatomy = ctx.model, ctx.tokenizer, ctx.anatomy
+    hparams, covariance = ctx.hparams, ctx.covariance
+    check_loss_layer(anatomy, hparams, "pmet")
+    if covariance is None:
+        raise ValueError(
+            "pmet needs covariance statistics; pass covariance= (see load_or_compute_covariance)"
+        )
+    last = max(hparams.layers)
+    prefixes = context_prefixes(
+        model, tokenizer, hparams.context_template_length_params, hparams.seed
+    )
+    batches = [build_batch(tokenizer, enc, prefixes) for enc in encs]
+    sites = [anatomy.o_proj(last), anatomy.mlp(last)]
+    columns, losses, steps = [], [], []
+    for batch in batches:
+        target = optimise_targets(
+            model, batch, sites, hparams, nll_factor=hparams.nll_loss_factor, adaptive_nll=True
+        )
+        columns.append(target.initial[1].cpu() + target.deltas[1].cpu())
+        losses.append(target.loss)
+        steps.append(target.steps)
+    mlp = anatomy.mlp(last)
+    norms = spread_over_layers(
+        ctx,
+        batches,
+        torch.stack(columns, dim=1),
+        measured=lambda: _outputs_at_key(model, mlp, batches),
+        share=math.sqrt,
+        target_space="mlp",
+    )
+    return {"final_loss": max(losses), "steps": max(steps), "delta_norm": norms}

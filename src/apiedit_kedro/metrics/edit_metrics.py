@@ -1,0 +1,88 @@
+"""Token-level edit metrics, as model-editing papers report them (EasyEdit's teacher-forced accuracy).
+
+- rewrite accuracy: share of ``target_new`` tokens that are the argmax after ``prompt`` ⊕ the earlier
+  target tokens (teacher forcing);
+- rephrase accuracy: the same on each rephrase prompt, averaged;
+- locality: share of locality prompts whose next-token prediction is unchanged from the unedited
+  model (the caller takes the pre-edit predictions before editing).
+Sequences are built with the editing engine's id-concatenation rule so scoring matches editing.
+These are not compile or pass rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from apiedit_kedro.editing.requests import target_ids_after
+
+__all__ = [
+    "edit_metrics",
+    "locality",
+    "next_token_predictions",
+    "rephrase_accuracy",
+    "rewrite_accuracy",
+]
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def rewrite_accuracy(model, tokenizer, prompt: str, target: str) -> float:
+    """Teacher-forced share of target tokens predicted exactly (argmax) after ``prompt``."""
+    if not target:
+        raise ValueError("rewrite accuracy needs a non-empty target")
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    target_ids = target_ids_after(tokenizer, prompt, prompt_ids, target)
+    ids = torch.tensor([prompt_ids + target_ids[:-1]], device=_device(model))
+    logits = model(input_ids=ids, use_cache=False).logits[0]
+    predicted = logits[len(prompt_ids) - 1 :].argmax(-1).cpu()
+    return float((predicted == torch.tensor(target_ids)).float().mean())
+
+
+def rephrase_accuracy(model, tokenizer, prompts: Sequence[str], target: str) -> float:
+    """Mean rewrite accuracy over rephrased prompts (NaN when there are none)."""
+    if not prompts:
+        return float("nan")
+    return sum(rewrite_accuracy(model, tokenizer, p, target) for p in prompts) / len(prompts)
+
+
+@torch.no_grad()
+def next_token_predictions(model, tokenizer, prompts: Sequence[str]) -> list[int]:
+    """Greedy next-token id after each prompt (one forward per prompt, no padding effects)."""
+    predictions = []
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=_device(model))
+        predictions.append(int(model(input_ids=ids, use_cache=False).logits[0, -1].argmax()))
+    return predictions
+
+
+def locality(model, tokenizer, prompts: Sequence[str], before: Sequence[int]) -> float:
+    """Share of prompts whose next-token prediction equals the unedited model's ``before``."""
+    if len(prompts) != len(before):
+        raise ValueError(
+            f"locality: {len(prompts)} prompts but {len(before)} pre-edit predictions; take "
+            "next_token_predictions on the same prompts before editing"
+        )
+    if not prompts:
+        return float("nan")
+    after = next_token_predictions(model, tokenizer, prompts)
+    return sum(a == b for a, b in zip(after, before, strict=True)) / len(prompts)
+
+
+def edit_metrics(
+    model, tokenizer, request: Mapping, before_locality: Sequence[int]
+) -> dict[str, float]:
+    """Rewrite, rephrase and locality scores of one edit request on the (edited) model."""
+    rephrase = request.get("rephrase_prompts")
+    locality_prompts = request.get("locality_prompts")
+    rephrase = [] if rephrase is None else list(rephrase)
+    locality_prompts = [] if locality_prompts is None else list(locality_prompts)
+    return {
+        "rewrite_acc": rewrite_accuracy(model, tokenizer, request["prompt"], request["target_new"]),
+        "rephrase_acc": rephrase_accuracy(model, tokenizer, rephrase, request["target_new"]),
+        "locality": locality(model, tokenizer, locality_prompts, before_locality),
+    }
