@@ -1,0 +1,164 @@
+"""A persistent generation cache (one sqlite3 file) and `generate_cached`, which consults it first.
+
+Key: (card fingerprint, weight-state id, prompt hash, decoding identity, sample index). The
+weight-state id is the caller's name for the current weights ("base", or an edit-log hash after
+edits); the decoding identity holds every setting that changes a sample's text but not
+`n_samples` or the batch size, so asking for 5 samples after 3 only generates samples 3 and 4.
+Each finished batch is committed in its own transaction (sqlite's journal keeps the file
+consistent if the process is killed mid-write), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from apiedit_kedro.models.generation import DecodingParams, Generation, generate_jobs
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    card TEXT NOT NULL,
+    weight_state TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    decoding TEXT NOT NULL,
+    sample_idx INTEGER NOT NULL,
+    completion TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    new_tokens INTEGER NOT NULL,
+    gen_seconds REAL NOT NULL
+)
+"""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class GenerationCache:
+    """Generations stored in a sqlite3 file; safe to reopen after a crash."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute(_SCHEMA)
+        self._connection.commit()
+
+    @staticmethod
+    def key(card: str, weight_state: str, prompt: str, decoding: DecodingParams, sample_idx: int):
+        identity = json.dumps(decoding.identity(), sort_keys=True)
+        return _sha(f"{card}\x00{weight_state}\x00{_sha(prompt)}\x00{identity}\x00{sample_idx}")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, str, int, float]]:
+        found: dict[str, tuple[str, str, int, float]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            placeholders = ",".join("?" * len(chunk))
+            rows = self._connection.execute(
+                "SELECT key, completion, finish_reason, new_tokens, gen_seconds "
+                f"FROM generations WHERE key IN ({placeholders})",
+                chunk,
+            )
+            found.update({row[0]: row[1:] for row in rows})
+        return found
+
+    def put_many(self, rows: Iterable[tuple]) -> None:
+        """Insert rows in one transaction (all or nothing)."""
+        with self._connection:
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def __len__(self) -> int:
+        return self._connection.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> GenerationCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def generate_cached(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: DecodingParams,
+    *,
+    cache: GenerationCache,
+    card_fingerprint: str,
+    weight_state: str,
+    batch_size: int = 8,
+    add_special_tokens: bool = True,
+    progress: bool = True,
+    context_length: int | None = None,
+) -> list[Generation]:
+    """Like `generation.generate`, but samples already in `cache` are read, not generated.
+
+    Cached samples come back with their original `gen_seconds`.
+    """
+    jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
+
+    def key_of(job: tuple[int, int]) -> str:
+        return cache.key(card_fingerprint, weight_state, prompts[job[0]], params, job[1])
+
+    keys = {job: key_of(job) for job in jobs}
+    stored = cache.get_many(list(keys.values()))
+    missing = [job for job in jobs if keys[job] not in stored]
+    logger.info(
+        "generation cache %s: %d of %d samples cached, %d to generate",
+        cache.path,
+        len(jobs) - len(missing),
+        len(jobs),
+        len(missing),
+    )
+
+    def store(batch: list[Generation]) -> None:
+        cache.put_many(
+            (
+                keys[(g.prompt_index, g.sample_idx)],
+                card_fingerprint,
+                weight_state,
+                _sha(prompts[g.prompt_index]),
+                json.dumps(params.identity(), sort_keys=True),
+                g.sample_idx,
+                g.completion,
+                g.finish_reason,
+                g.new_tokens,
+                g.gen_seconds,
+            )
+            for g in batch
+        )
+
+    fresh: dict[tuple[int, int], Generation] = {}
+    if missing:
+        generated = generate_jobs(
+            model,
+            tokenizer,
+            prompts,
+            missing,
+            params,
+            batch_size=batch_size,
+            add_special_tokens=add_special_tokens,
+            progress=progress,
+            context_length=context_length,
+            on_batch=store,
+        )
+        fresh = {(g.prompt_index, g.sample_idx): g for g in generated}
+    return [
+        fresh[job] if job in fresh else Generation(job[0], job[1], *stored[keys[job]])
+        for job in jobs
+    ]

@@ -1,0 +1,339 @@
+"""Batched generation with left padding, KV cache, per-row seeded sampling and stop sequences.
+
+Built on `model.generate` (KV cache, left-padded batches). Two pieces are hand-written because
+transformers has no equivalent:
+
+- Per-sample seeding. `generate(do_sample=True)` draws every row from one global RNG, so a
+  sample would change with the batch it lands in. Instead each sample owns a `torch.Generator`
+  seeded from (seed, prompt text, sample index) and a logits processor draws its token
+  (temperature, then nucleus/top-p) and forces it; decoding itself is greedy. The same seed
+  therefore reproduces the same samples whatever the batch composition or batch size (up to
+  floating-point differences between padded shapes, which can flip near-ties).
+- Per-row stop sequences. A stopping criterion decodes the tail of each row's new tokens every
+  step and marks the row finished as soon as one of the stop strings appears; the text is then
+  cut exactly at the first stop string (bigcode's truncation), so the result never depends on
+  other rows of the batch.
+
+`finish_reason` is "stop" (a stop string was found), "eos" (the model emitted EOS) or "length".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+logger = logging.getLogger(__name__)
+
+FINISH_REASONS = ("stop", "eos", "length")
+
+
+class DecodingError(ValueError):
+    """Decoding settings or prompts that cannot be generated."""
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Decoding settings; `temperature == 0` means greedy (then every sample is identical)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n_samples: int = 1
+    seed: int = 0
+    stop_sequences: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise DecodingError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise DecodingError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise DecodingError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n_samples <= 0:
+            raise DecodingError(f"n_samples must be positive, got {self.n_samples}")
+        if not all(isinstance(stop, str) and stop for stop in self.stop_sequences):
+            raise DecodingError("stop_sequences must be non-empty strings")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> DecodingParams:
+        """From the `generation:` parameters; keys that are not decoding settings are ignored
+        (e.g. batch_size), so the whole block can be passed."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in {**params, **overrides}.items() if k in known and v is not None}
+        if "stop_sequences" in values:
+            values["stop_sequences"] = tuple(values["stop_sequences"])
+        return cls(**values)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes one sample's text (not n_samples: sample i is the same
+        whether 3 or 5 samples are asked for)."""
+        identity = asdict(self)
+        identity.pop("n_samples")
+        identity["stop_sequences"] = list(self.stop_sequences)
+        if self.greedy:
+            identity.update(top_p=1.0, seed=0)
+        return identity
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt_index: int
+    sample_idx: int
+    completion: str
+    finish_reason: str
+    new_tokens: int
+    gen_seconds: float
+
+
+def sample_seed(seed: int, prompt: str, sample_idx: int) -> int:
+    """The RNG seed of one sample: independent of batch, order and other prompts."""
+    digest = hashlib.sha256(f"{seed}\x00{sample_idx}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _RowSeededSampler(LogitsProcessor):
+    """Draws each row's next token with its own generator and forces it (greedy picks it)."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probabilities = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1:
+            probabilities = _nucleus(probabilities, self.top_p)
+        forced = torch.full_like(scores, float("-inf"))
+        for row, generator in enumerate(self.generators):
+            token = torch.multinomial(probabilities[row], 1, generator=generator)
+            forced[row, token] = 0.0
+        return forced
+
+
+def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one)."""
+    sorted_probs, order = probabilities.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+    return torch.zeros_like(probabilities).scatter(-1, order, sorted_probs)
+
+
+class _StopOnSequences(StoppingCriteria):
+    """Marks a row finished once its new text contains a stop string; records where."""
+
+    def __init__(self, tokenizer, prompt_length: int, stops: Sequence[str], rows: int):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.stops = tuple(stops)
+        # A stop string of n characters spans at most n tokens (+ slack for partial bytes).
+        self.window = max((len(stop) for stop in self.stops), default=0) + 4
+        self.done = torch.zeros(rows, dtype=torch.bool)
+        # New-token count at which each row stopped; later positions hold padding.
+        self.stopped_after: list[int | None] = [None] * rows
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
+    ) -> torch.BoolTensor:
+        if self.stops:
+            start = max(self.prompt_length, input_ids.shape[1] - self.window)
+            tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+            for row, tail in enumerate(tails):
+                if not self.done[row] and any(stop in tail for stop in self.stops):
+                    self.done[row] = True
+                    self.stopped_after[row] = input_ids.shape[1] - self.prompt_length
+        return self.done.to(input_ids.device).clone()
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: DecodingParams,
+    *,
+    batch_size: int = 8,
+    add_special_tokens: bool = True,
+    progress: bool = True,
+    context_length: int | None = None,
+) -> list[Generation]:
+    """`params.n_samples` generations per prompt, ordered by (prompt, sample index)."""
+    jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
+    return generate_jobs(
+        model,
+        tokenizer,
+        prompts,
+        jobs,
+        params,
+        batch_size=batch_size,
+        add_special_tokens=add_special_tokens,
+        progress=progress,
+        context_length=context_length,
+    )
+
+
+def generate_jobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    jobs: Sequence[tuple[int, int]],
+    params: DecodingParams,
+    *,
+    batch_size: int = 8,
+    add_special_tokens: bool = True,
+    progress: bool = True,
+    context_length: int | None = None,
+    on_batch: Callable[[list[Generation]], None] | None = None,
+) -> list[Generation]:
+    """Generate the given (prompt index, sample index) jobs, in job order.
+
+    `on_batch` receives each finished batch (the cache commits there, so a killed run keeps
+    every finished batch). Greedy jobs of the same prompt are generated once and copied.
+    """
+    if batch_size <= 0:
+        raise DecodingError(f"batch_size must be positive, got {batch_size}")
+    if tokenizer.padding_side != "left":
+        raise DecodingError("the tokenizer must pad on the left for batched generation")
+    encoded = _encode_prompts(tokenizer, prompts, add_special_tokens, params, context_length)
+    unique = _unique_jobs(jobs, params.greedy)
+    # Longest prompts first: rows of similar length share batches, so little padding.
+    unique.sort(key=lambda job: -len(encoded[job[0]]))
+    batches = [unique[i : i + batch_size] for i in range(0, len(unique), batch_size)]
+    started = time.perf_counter()
+    results: dict[tuple[int, int], Generation] = {}
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+        generated = _generate_batch(
+            model, tokenizer, batch, prompts=prompts, encoded=encoded, params=params
+        )
+        results.update({(g.prompt_index, g.sample_idx): g for g in generated})
+        if on_batch is not None:
+            on_batch(_expand(generated, jobs, params.greedy))
+    ordered = [_copy_for(results, job, params.greedy) for job in jobs]
+    _log_throughput(ordered, results.values(), time.perf_counter() - started)
+    return ordered
+
+
+def _encode_prompts(tokenizer, prompts, add_special_tokens, params, context_length):
+    encoded = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+    limit = context_length or getattr(tokenizer, "model_max_length", None)
+    if limit and limit < 10**8:
+        for index, ids in enumerate(encoded):
+            if len(ids) + params.max_new_tokens > limit:
+                raise DecodingError(
+                    f"prompt {index} has {len(ids)} tokens; with max_new_tokens="
+                    f"{params.max_new_tokens} it exceeds the context length {limit} "
+                    "(shorten the prompt or lower max_new_tokens)"
+                )
+    return encoded
+
+
+def _unique_jobs(jobs, greedy: bool) -> list[tuple[int, int]]:
+    if not greedy:
+        return list(dict.fromkeys(jobs))
+    return list(dict.fromkeys((prompt, 0) for prompt, _ in jobs))
+
+
+def _copy_for(results, job, greedy: bool) -> Generation:
+    prompt_index, sample_idx = job
+    source = results[(prompt_index, 0) if greedy else job]
+    return Generation(**{**asdict(source), "sample_idx": sample_idx})
+
+
+def _expand(generated: list[Generation], jobs, greedy: bool) -> list[Generation]:
+    if not greedy:
+        return generated
+    done = {g.prompt_index: g for g in generated}
+    return [Generation(**{**asdict(done[p]), "sample_idx": s}) for p, s in jobs if p in done]
+
+
+@torch.inference_mode()
+def _generate_batch(model, tokenizer, batch, *, prompts, encoded, params) -> list[Generation]:
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    padded = tokenizer.pad(
+        {"input_ids": [encoded[p] for p, _ in batch]}, padding=True, return_tensors="pt"
+    ).to(device)
+    prompt_length = padded["input_ids"].shape[1]
+    stopper = _StopOnSequences(tokenizer, prompt_length, params.stop_sequences, len(batch))
+    processors = LogitsProcessorList()
+    if not params.greedy:
+        seeds = [sample_seed(params.seed, prompts[p], s) for p, s in batch]
+        processors.append(_RowSeededSampler(seeds, params.temperature, params.top_p, device))
+    eos_ids = _eos_ids(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=params.max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    output = model.generate(
+        **padded,
+        generation_config=config,
+        logits_processor=processors,
+        stopping_criteria=StoppingCriteriaList([stopper]),
+    )
+    seconds = (time.perf_counter() - started) / len(batch)
+    rows = []
+    for row, job in enumerate(batch):
+        new_ids = output[row, prompt_length:].tolist()[: stopper.stopped_after[row]]
+        rows.append(
+            _finish(tokenizer, job, new_ids, eos_ids=eos_ids, params=params, seconds=seconds)
+        )
+    return rows
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
+
+
+def _finish(tokenizer, job, new_ids, *, eos_ids, params, seconds) -> Generation:
+    ended_by_eos = False
+    for position, token in enumerate(new_ids):
+        if token in eos_ids:
+            new_ids, ended_by_eos = new_ids[:position], True
+            break
+    text = tokenizer.decode(new_ids, skip_special_tokens=True)
+    cut = min((i for i in (text.find(s) for s in params.stop_sequences) if i >= 0), default=-1)
+    if cut >= 0:
+        text, reason = text[:cut], "stop"
+    elif ended_by_eos:
+        reason = "eos"
+    else:
+        reason = "length"
+    tokens = len(new_ids) + int(ended_by_eos)
+    return Generation(job[0], job[1], text, reason, tokens, seconds)
+
+
+def _log_throughput(ordered, generated, seconds: float) -> None:
+    generated = list(generated)
+    tokens = sum(g.new_tokens for g in generated)
+    logger.info(
+        "generated %d samples (%d distinct, %d tokens) in %.1f s: %.1f tokens/s, %.2f samples/s",
+        len(ordered),
+        len(generated),
+        tokens,
+        seconds,
+        tokens / max(seconds, 1e-9),
+        len(generated) / max(seconds, 1e-9),
+    )
