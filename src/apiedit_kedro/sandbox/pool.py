@@ -78,7 +78,11 @@ class WorkerPool:
         self.size = size
         self.owner_pid = os.getpid()
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([worker_module.__name__])
+        # Workers are forked from the forkserver with these already imported: a replacement
+        # worker starts warm. (The forkserver itself never installs the guard.)
+        self._context.set_forkserver_preload(
+            [worker_module.__name__, *worker_module.PRELOAD_MODULES]
+        )
         self.base_dir = tempfile.mkdtemp(prefix="apiedit-sandbox-", dir=scratch_root())
         self._workers = [self._start_worker() for _ in range(size)]
 

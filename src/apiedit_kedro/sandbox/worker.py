@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 _fork = os.fork
 _kill = os.kill
 _killpg = os.killpg
+_mkdir = os.mkdir
+_rmdir = os.rmdir
 
 FILE_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _PIPE_CAPTURE_LIMIT = 4 * 1024 * 1024
@@ -233,13 +235,13 @@ class _TempDirs:
         os.makedirs(self.base, exist_ok=True)  # recreated if something removed it
         self._counter += 1
         path = os.path.join(self.base, f"{os.getpid()}-{self._counter}")
-        os.mkdir(path, 0o700)
+        _mkdir(path, 0o700)
         return path
 
     @staticmethod
     def remove(path: str) -> None:
         try:
-            os.rmdir(path)
+            _rmdir(path)
         except OSError:
             shutil.rmtree(path, ignore_errors=True)
 
