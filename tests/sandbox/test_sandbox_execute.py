@@ -151,3 +151,40 @@ def test_pool_is_reused_across_calls_and_leaves_no_children():
 def test_progress_bar_batch_runs():
     results = run([ordinary_request()] * 60)
     assert all(r["full_pass"] for r in results)
+
+
+def test_numpy_imports_under_the_address_space_limit():
+    code = "import numpy as np\ndef add_one(x):\n    return int(np.add(x, 1))\n"
+    [result] = run([request(code, timeout_s=5.0)])
+    assert result["full_pass"], result
+
+
+def test_memory_limit_is_relative_and_configurable():
+    code = ORDINARY_CODE + "def grab(megabytes):\n    return len(bytearray(megabytes * 2**20))\n"
+    small, large = run(
+        [
+            request(code, ["assert grab(400) > 0"], memory_limit_mb=128, timeout_s=3.0),
+            request(code, ["assert grab(400) > 0"], memory_limit_mb=1024, timeout_s=3.0),
+        ]
+    )
+    assert small["error_type"] == "memory_limit", small
+    assert large["full_pass"], large
+
+
+def test_world_install_failure_in_the_child_is_a_sandbox_error(monkeypatch, tmp_path):
+    # Fault injection (not a mock of something unavailable): a world whose install raises, run
+    # through the worker's real fork path in this process. The child must blame the sandbox.
+    from apiedit_kedro.sandbox import worker
+    from apiedit_kedro.sandbox.requests import prepare_tasks
+
+    class BrokenWorld:
+        def install(self) -> None:
+            raise RuntimeError("cannot patch")
+
+    task = prepare_tasks([ordinary_request(world="edited")])[0]
+    task["mappings"] = [{"api_id": "x"}]
+    monkeypatch.setattr(worker, "_prepared_world", lambda _task: BrokenWorld())
+    monkeypatch.setattr(worker, "_static_refs", lambda _task: (0, 0))
+    monkeypatch.setattr(worker._TEMP_DIRS, "base", str(tmp_path))
+    result = worker.run_sample(task)
+    assert result["error_type"] == "sandbox_error" and not result["full_pass"]

@@ -173,6 +173,7 @@ class Guard:
         self._report: Callable[[str], None] = lambda _name: None
         self._allowed_dir = "/nonexistent-sandbox-dir"
         self._replacements = self._build_replacements()
+        self.installed = False
 
     def arm(self, report: Callable[[str], None], allowed_dir: str) -> None:
         self._report = report
@@ -204,6 +205,7 @@ class Guard:
         faulthandler.disable()
         for target, name, replacement in self._replacements:
             setattr(target, name, replacement)
+        self.installed = True
 
     def _build_replacements(self) -> list[tuple[Any, str, Any]]:
         replacements = self._file_replacements()
@@ -404,6 +406,8 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
 
         guard = prepare_guard()
         guard.arm(report, plan.temp_dir)
+        if not guard.installed:  # forked from a process that is not a prepared worker
+            guard.install()
         _isolate_io(guard.blocked("sys.stdin"))
         counts = _install_world(plan.world) if plan.world is not None else None
         _run_stages(plan, send, counts, test_builtins)

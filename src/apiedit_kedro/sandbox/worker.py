@@ -37,6 +37,7 @@ _kill = os.kill
 _killpg = os.killpg
 _mkdir = os.mkdir
 _rmdir = os.rmdir
+_WORKER_STATE = {"prepared": False}  # True once prepare_worker ran in this process
 
 FILE_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _PIPE_CAPTURE_LIMIT = 4 * 1024 * 1024
@@ -96,6 +97,7 @@ def prepare_worker(base_dir: str) -> None:
     guard = prepare_guard()
     guard.arm(_worker_hit_guard, _TEMP_DIRS.base)
     guard.install()
+    _WORKER_STATE["prepared"] = True
     # Move everything imported so far out of the collector's reach: a collection in a forked
     # child would otherwise touch (copy-on-write) every object page of the worker.
     gc.collect()
@@ -352,13 +354,19 @@ def _collect(pid: int, read_fd: int, deadline: float) -> tuple[bytes, bool]:
 
 
 def _reap(pid: int) -> int:
-    """Reap the child, then any descendants reparented to this subreaper worker."""
+    """Reap the child, then its descendants (reparented here: the worker is a subreaper).
+
+    In a prepared worker every child is a sample's, so it reaps any child and kills strays
+    that left the sample's process group. Elsewhere (the sandbox driven in-process, e.g. by a
+    test) it only touches the sample's own process group, never the host's other children.
+    """
     _, status = os.waitpid(pid, 0)
     exit_code = os.waitstatus_to_exitcode(status)
+    target = -1 if _WORKER_STATE["prepared"] else -pid
     give_up = time.monotonic() + _REAP_GRACE_S
     while True:
         try:
-            reaped, _ = os.waitpid(-1, os.WNOHANG)
+            reaped, _ = os.waitpid(target, os.WNOHANG)
         except ChildProcessError:
             break
         if reaped:
@@ -366,9 +374,10 @@ def _reap(pid: int) -> int:
         if time.monotonic() > give_up:
             logger.warning("sandbox: descendants of pid %d still alive after the kill", pid)
             break
-        for stray in _own_children():
-            with contextlib.suppress(ProcessLookupError):
-                _kill(stray, signal.SIGKILL)
+        if _WORKER_STATE["prepared"]:
+            for stray in _own_children():
+                with contextlib.suppress(ProcessLookupError):
+                    _kill(stray, signal.SIGKILL)
         time.sleep(0.001)
     return exit_code
 
