@@ -7,6 +7,21 @@ swallowed and stdin raising. Each test unit runs in its own try/except under its
 budget and its verdict is streamed to the worker at once, so earlier verdicts survive a kill.
 The guard is NOT a security boundary (ctypes undoes it); run untrusted code in a container.
 
+Execution order in the child: the program's top level (load stage) runs in its own namespace;
+then `setup` and the units run in a separate namespace for the trusted test code: a snapshot of
+the program's globals (so the entry point is visible) whose builtins are the worker's own,
+taken before the world patch. So tests keep builtins the edited world removes (e.g. `abs`),
+and a program cannot fake a pass by patching or swapping builtins. Test code that uses a
+removed module API (e.g. `math.sqrt`) still fails: such tasks must be excluded upstream.
+
+Process model: `workers` (default min(usable cores, 4)) forkserver-started workers, reused across
+calls and shut down atexit; each holds up to 2 queued samples. Per sample the worker compiles the
+program and runs the static API scan (both world-independent), forks a child into its own
+process group and sleeps on a pidfd until the child exits or the wall-clock deadline passes,
+then SIGKILLs the group and reaps everything (the worker is a child subreaper). A worker that
+dies costs only its running sample ("sandbox_error"); it is replaced. Per-sample directories
+live on /dev/shm when it exists (an ext4 mkdir+rmdir cost more than a sample here).
+
 Request keys: `code` (full program), `tests` (list of assert units), `setup` (str, may be ""),
 `world` ("edited" | "pristine"), `mappings` (api_mapping records), `timeout_s` (wall clock for the
 whole sample); optional `unit_timeout_s` (default timeout_s), `memory_limit_mb` (address space
@@ -44,7 +59,7 @@ error_type vocabulary ("" only for a full pass):
 """
 
 from apiedit_kedro.sandbox.engine import execute
-from apiedit_kedro.sandbox.pool import shutdown_pool
+from apiedit_kedro.sandbox.pool import SandboxStartupError, shutdown_pool
 from apiedit_kedro.sandbox.requests import SandboxRequestError
 
-__all__ = ["SandboxRequestError", "execute", "shutdown_pool"]
+__all__ = ["SandboxRequestError", "SandboxStartupError", "execute", "shutdown_pool"]

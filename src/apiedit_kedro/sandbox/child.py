@@ -1,4 +1,4 @@
-"""What runs inside the forked per-sample child: limits, guard, world patch, staged execution.
+"""The per-sample child (limits, world patch, staged execution) and the guard workers install.
 
 Hand-written: no maintained library runs untrusted programs per assert unit in a fork with
 streamed verdicts and a patched standard library, so this module does it (behaviour modelled on

@@ -7,7 +7,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apiedit_kedro.sandbox.pool import default_worker_count, get_pool
+from apiedit_kedro.sandbox.pool import (
+    SandboxStartupError,
+    default_worker_count,
+    get_pool,
+    shutdown_pool,
+)
 from apiedit_kedro.sandbox.requests import prepare_tasks
 
 logger = logging.getLogger(__name__)
@@ -44,7 +49,11 @@ def execute(
         unit="sample",
         disable=not progress or len(tasks) < PROGRESS_BAR_MIN_BATCH,
     ) as bar:
-        results = pool.run(tasks, lambda: bar.update(1))
+        try:
+            results = pool.run(tasks, lambda: bar.update(1))
+        except SandboxStartupError:
+            shutdown_pool()  # a broken pool must not be reused by the next call
+            raise
     elapsed = time.monotonic() - started
     logger.info(
         "sandbox: %d samples in %.2f s (%.1f samples/s, %d workers)",

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 _HUNG_WORKER_GRACE_S = 30.0
 _SHUTDOWN_JOIN_S = 2.0
 _QUEUE_DEPTH = 2
+_MAX_STARTUP_DEATHS = 3
 
 
 def scratch_root() -> str | None:
@@ -51,6 +52,11 @@ def default_worker_count() -> int:
 class _Worker:
     process: BaseProcess
     conn: Connection
+    served: int = 0  # results returned; 0 at death = it died starting up
+
+
+class SandboxStartupError(RuntimeError):
+    """Sandbox workers keep dying before serving a sample."""
 
 
 def _give_up(task: dict[str, Any]) -> float:
@@ -85,6 +91,7 @@ class WorkerPool:
         )
         self.base_dir = tempfile.mkdtemp(prefix="apiedit-sandbox-", dir=scratch_root())
         self._workers = [self._start_worker() for _ in range(size)]
+        self._startup_deaths = 0
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
@@ -106,6 +113,14 @@ class WorkerPool:
             dead.process.kill()
         dead.process.join(timeout=_SHUTDOWN_JOIN_S)
         dead.conn.close()
+        self._startup_deaths = self._startup_deaths + 1 if dead.served == 0 else 0
+        if self._startup_deaths >= _MAX_STARTUP_DEATHS:
+            raise SandboxStartupError(
+                f"sandbox workers died {self._startup_deaths} times before serving a sample "
+                f"(last exit code {dead.process.exitcode}). Under the forkserver start method "
+                "the main module must be importable: run from a file or a notebook (with an "
+                "`if __name__ == '__main__':` guard), not from stdin; see the worker's stderr."
+            )
         self._workers[self._workers.index(dead)] = self._start_worker()
 
     def run(
@@ -149,6 +164,7 @@ class WorkerPool:
                         fail_head(worker, self._death_reason(worker))
                         continue
                     results[index] = result
+                    worker.served += 1
                     queue.pop_head(tasks)
                     if not queue.indexes:
                         del queues[id(worker)]
