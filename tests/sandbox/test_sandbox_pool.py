@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from sandbox_helpers import (
     ORDINARY_CODE,
@@ -35,3 +38,26 @@ def test_killed_worker_is_replaced_and_only_its_sample_is_lost():
     assert len(after) == WORKERS and after != before
     assert all(r["full_pass"] for r in run([ordinary_request()] * 4))
     assert live_descendants_of_workers() == []
+
+
+def test_workers_that_cannot_start_raise_a_clear_error(tmp_path):
+    # A script fed through stdin cannot be re-imported by forkserver workers: every worker dies
+    # at start-up. The caller must get one clear error, not a batch of sandbox_error results.
+    script = (
+        "from apiedit_kedro.sandbox import SandboxStartupError, execute\n"
+        "request = {'code': 'x = 1', 'tests': ['assert x == 1'], 'world': 'pristine', "
+        "'timeout_s': 1.0}\n"
+        "try:\n    execute([request] * 6, progress=False)\n"
+        "except SandboxStartupError as error:\n    print('STARTUP-ERROR', error)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-"],
+        check=False,
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert "STARTUP-ERROR" in completed.stdout, completed.stderr[-2000:]
+    assert "not from stdin" in completed.stdout
