@@ -164,3 +164,9 @@ def test_empty_completions_fail(completion: str):
     prompt = 'def add_one(x):\n    """Return x + 1."""\n'
     [result] = run([request(prompt + completion)])
     assert not result["full_pass"]
+
+
+def test_closing_every_descriptor_is_an_early_exit_not_a_sandbox_error():
+    code = "import os\nos.closerange(3, 4096)\n" + ORDINARY_CODE
+    [result] = run([request(code)])
+    assert result["error_type"] == "early_exit", result

@@ -65,6 +65,8 @@ _dict = dict
 _sys_exc_info = sys.exc_info
 
 MESSAGE_LIMIT = 500
+SANDBOX_FAILURE_STATUS = 70
+PROGRAM_BROKE_OUT_STATUS = 71
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -382,7 +384,7 @@ def _install_world(world: Any) -> Callable[[], dict[str, int]]:
 
 def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
     """Run one sample in this (already forked) process and exit; never returns."""
-    status = 0
+    status = SANDBOX_FAILURE_STATUS  # until the program starts, a failure is the sandbox's
     try:
         _os_setsid()
         os.chdir(plan.temp_dir)
@@ -410,10 +412,14 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
             guard.install()
         _isolate_io(guard.blocked("sys.stdin"))
         counts = _install_world(plan.world) if plan.world is not None else None
+        # From here on a failure outside the per-stage handlers means the program broke the
+        # reporting (closed the pipe, a stray signal handler...): an early exit, not ours.
+        status = PROGRAM_BROKE_OUT_STATUS
         _run_stages(plan, send, counts, test_builtins)
         send("D")
+        status = 0
     except BaseException:
-        status = 70  # the sandbox itself failed in the child; the worker sees no D record
+        pass  # the worker sees no D record; the exit status says whose fault it was
     _os_exit(status)
 
 

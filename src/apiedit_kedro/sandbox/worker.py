@@ -27,7 +27,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apiedit_kedro.sandbox.child import ChildPlan, prepare_guard, run_child, vm_size_bytes
+from apiedit_kedro.sandbox.child import (
+    SANDBOX_FAILURE_STATUS,
+    ChildPlan,
+    prepare_guard,
+    run_child,
+    vm_size_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +50,6 @@ _PIPE_CAPTURE_LIMIT = 4 * 1024 * 1024
 _PIPE_BUFFER_BYTES = 1024 * 1024
 _REAP_GRACE_S = 2.0
 _PR_SET_CHILD_SUBREAPER = 36
-_SANDBOX_FAILURE_STATUS = 70
 
 # Imported once per worker so children start warm and before RLIMIT_AS applies. Not numpy: its
 # ~100 extra memory mappings made every fork ~0.5 ms slower, and it imports fine in a child
@@ -469,7 +474,7 @@ def _runtime_failure(
             return "memory_limit", "killed by SIGKILL (out of memory?)", stage
         return "crash", f"child killed by {name}", stage
     if not records.done:
-        if ending.exit_code == _SANDBOX_FAILURE_STATUS and records.load is None:
+        if ending.exit_code == SANDBOX_FAILURE_STATUS:
             return (
                 "sandbox_error",
                 "the sandbox failed inside the child before the program ran",
