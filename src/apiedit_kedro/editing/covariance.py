@@ -37,6 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_HASHES: dict[tuple, str] = {}
 _TEST_DIRS = {"test", "tests", "idle_test", "__pycache__", "site-packages", "dist-packages"}
 
 
@@ -60,11 +61,20 @@ def corpus_files(corpus: str = "stdlib") -> list[Path]:
 
 
 def corpus_hash(files: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:24]
+    """sha256 of the file names and contents; memoised per process on (path, size, mtime)."""
+    signature = tuple((str(path), *_stat(path)) for path in files)
+    if signature not in _HASHES:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        _HASHES[signature] = digest.hexdigest()[:24]
+    return _HASHES[signature]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
 
 
 def covariance_layers(method_params: dict) -> list[int]:

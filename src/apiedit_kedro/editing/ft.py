@@ -63,8 +63,8 @@ def ft_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
                 for start in range(0, len(order), hparams.batch_size):
                     chunk = [encs[i] for i in order[start : start + hparams.batch_size]]
                     loss = torch.stack([target_nll(model, enc) for enc in chunk]).mean()
-                    losses.append(float(loss))
-                    if float(loss) < _SKIP_LOSS:
+                    losses.append(float(loss.detach()))
+                    if losses[-1] < _SKIP_LOSS:
                         continue
                     optimiser.zero_grad()
                     loss.backward()

@@ -236,7 +236,7 @@ def optimise_targets(
             decay = sum(d.norm() / h.norm() ** 2 for d, h in zip(deltas, initial, strict=True))
             if adaptive_nll and bool((logits.argmax(-1) == target_ids).all()):
                 alpha = 0.1 * nll_factor
-                if float(kl) <= 0.01:
+                if kl.item() <= 0.01:
                     loss_value = float(
                         alpha * nll + hparams.kl_factor * kl + hparams.v_weight_decay * decay
                     )
@@ -244,7 +244,7 @@ def optimise_targets(
             loss = alpha * nll + hparams.kl_factor * kl + hparams.v_weight_decay * decay
             loss_value = float(loss.detach())
             logger.debug(
-                "step %d: loss %.4f (nll %.4f, kl %.4f)", step, loss_value, float(nll), float(kl)
+                "step %d: loss %.4f (nll %.4f, kl %.4f)", step, loss_value, nll.item(), kl.item()
             )
             if loss_value < _EARLY_STOP_LOSS or step == hparams.v_num_grad_steps:
                 break

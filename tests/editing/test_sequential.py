@@ -1,0 +1,64 @@
+"""Ten sequential edits on a tiny model: every edit is applied, drift is recorded, restore is exact."""
+
+from __future__ import annotations
+
+import pytest
+from editing_helpers import tiny_covariance
+
+from apiedit_kedro.editing import apply_edits, weight_checksum
+from apiedit_kedro.editing.grace import GraceAdapter
+from apiedit_kedro.models.tiny import build_tiny_model
+
+NAMES = (
+    "heappush",
+    "heappop",
+    "insort",
+    "bisect",
+    "fnmatch",
+    "dedent",
+    "indent",
+    "wrap",
+    "fill",
+    "shorten",
+)
+
+
+def _requests() -> list[dict]:
+    return [
+        {
+            "prompt": f"def call_{i}(data, item):\n    return ",
+            "target_new": f"{name}(data, item)",
+            "edit_id": f"edit_{i}",
+        }
+        for i, name in enumerate(NAMES)
+    ]
+
+
+@pytest.mark.parametrize("method", ["ft", "grace", "rome", "memit", "pmet"])
+def test_ten_sequential_edits_are_all_applied_with_drift(method, tiny_params, covariance_dir):
+    model, tokenizer = build_tiny_model("qwen2", seed=0)
+    covariance = tiny_covariance(model, tokenizer, tiny_params, covariance_dir)
+    checksum = weight_checksum(model)
+    result = apply_edits(
+        model,
+        tokenizer,
+        _requests(),
+        method=method,
+        hparams=tiny_params[method],
+        covariance=covariance,
+    )
+    assert [s["edit_id"] for s in result.stats] == [f"edit_{i}" for i in range(10)]
+    assert all(s["delta_norm"] > 0 for s in result.stats)
+    if method == "grace":
+        adapter = model.model.layers[1].mlp.down_proj
+        assert isinstance(adapter, GraceAdapter) and len(adapter.keys) == 10
+        assert [s["codebook_size"] for s in result.stats] == list(range(1, 11))
+    else:
+        drift = [s["drift_total"] for s in result.stats]
+        assert all(d > 0 for d in drift)
+        assert drift[-1] != drift[0]  # the accumulated delta moves with every edit
+    if method in ("rome", "memit", "pmet"):
+        ranks = {delta.left.shape[1] for delta in result.deltas.values()}
+        assert ranks == {10}  # one rank-one factor per edit and layer
+    result.restore(model)
+    assert weight_checksum(model) == checksum
