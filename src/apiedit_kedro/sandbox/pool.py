@@ -32,6 +32,7 @@ _HUNG_WORKER_GRACE_S = 30.0
 _SHUTDOWN_JOIN_S = 2.0
 _QUEUE_DEPTH = 2
 _MAX_STARTUP_DEATHS = 3
+_BASE_PREFIX = "apiedit-sandbox-"
 
 
 def scratch_root() -> str | None:
@@ -42,6 +43,16 @@ def scratch_root() -> str | None:
     """
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+def _remove_stale_base_dirs(root: str) -> None:
+    """Remove base dirs left by sandbox drivers that died without their atexit clean-up."""
+    for entry in os.listdir(root):
+        if not entry.startswith(_BASE_PREFIX):
+            continue
+        owner = entry[len(_BASE_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
 def default_worker_count() -> int:
@@ -89,7 +100,9 @@ class WorkerPool:
         self._context.set_forkserver_preload(
             [worker_module.__name__, *worker_module.PRELOAD_MODULES]
         )
-        self.base_dir = tempfile.mkdtemp(prefix="apiedit-sandbox-", dir=scratch_root())
+        root = scratch_root() or tempfile.gettempdir()
+        _remove_stale_base_dirs(root)
+        self.base_dir = tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=root)
         self._workers = [self._start_worker() for _ in range(size)]
         self._startup_deaths = 0
 
