@@ -1,11 +1,12 @@
 """A sandbox worker process: receives samples, forks one child per sample, supervises and reaps it.
 
 Hand-written (no maintained library supervises fork-per-sample children with streamed verdicts).
-The worker is started by the pool through the forkserver, pre-imports the modules samples use
-before any limit exists (a memory limit can break e.g. numpy's import), compiles the program and
-runs the static API scan itself (both world-independent), then forks. It enforces the wall-clock
-deadline by SIGKILLing the child's process group and always reaps: it is a child subreaper, so
-descendants orphaned by the kill are reaped here too and no zombie stays behind.
+The worker is started by the pool through the forkserver with the standard-library modules that
+samples commonly use already imported (before any limit exists), installs the reliability guard
+once for all its children, compiles the program and runs the static API scan itself (both
+world-independent), prepares the edited world once per mapping set, then forks. It enforces the
+wall-clock deadline by SIGKILLing the child's process group and always reaps: it is a child
+subreaper, so descendants orphaned by the kill are reaped here too and no zombie stays behind.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ FILE_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _PIPE_CAPTURE_LIMIT = 4 * 1024 * 1024
 _PIPE_BUFFER_BYTES = 1024 * 1024
 _REAP_GRACE_S = 2.0
+_WORLD_CACHE_SIZE = 64
 _PR_SET_CHILD_SUBREAPER = 36
 
 # Imported once per worker so children start warm and before RLIMIT_AS applies. Not numpy: its
@@ -119,7 +121,7 @@ def serve(conn: Any, base_dir: str) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the driver went away
             return
         if message is None:
             return
@@ -161,6 +163,9 @@ def _parsed_mappings(task: dict[str, Any]) -> list[Any]:
     if key not in _MAPPING_CACHE:
         from apiedit_kedro.apis.mapping import parse_mappings
 
+        if len(_MAPPING_CACHE) >= _WORLD_CACHE_SIZE:  # sequential runs grow the mapping set
+            _MAPPING_CACHE.clear()
+            _WORLD_CACHE.clear()
         _MAPPING_CACHE[key] = parse_mappings(task["mappings"])
     return _MAPPING_CACHE[key]
 
@@ -173,7 +178,8 @@ def _prepared_world(task: dict[str, Any]) -> Any:
     if key not in _WORLD_CACHE:
         from apiedit_kedro.apis.world import prepare_world
 
-        _WORLD_CACHE[key] = prepare_world(_parsed_mappings(task))
+        mappings = _parsed_mappings(task)
+        _WORLD_CACHE[key] = prepare_world(mappings)
     return _WORLD_CACHE[key]
 
 
