@@ -91,7 +91,9 @@ def mbpp_prompt(task: Mapping[str, Any], shots: Sequence[Mapping[str, Any]]) -> 
         header = _MBPP_HEADER.format(
             text=_field(shot, "text", label), tests=_tests_block(_field(shot, "test_list", label))
         )
-        blocks.append(f"{header}{str(_field(shot, 'code', label)).strip()}\n[DONE]\n")
+        # MBPP's reference code uses \r\n line ends; the prompt uses \n throughout.
+        code = str(_field(shot, "code", label)).replace("\r\n", "\n").strip()
+        blocks.append(f"{header}{code}\n[DONE]\n")
     label = f"MBPP task {task.get('task_id', '?')}"
     blocks.append(
         _MBPP_HEADER.format(
