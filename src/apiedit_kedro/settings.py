@@ -7,6 +7,7 @@ parameters are node inputs, not DAG inputs.
 from kedro.config import OmegaConfigLoader
 
 from apiedit_kedro.hooks import NodeTimingHooks
+from apiedit_kedro.study.selection import shard_tag
 
 HOOKS = (NodeTimingHooks(),)
 
@@ -18,4 +19,6 @@ CONFIG_LOADER_ARGS = {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals*", "globals*/**"],
     },
+    # `${shard_tag:2/8}` -> "shard_2_of_8": the path segment that keeps API shards apart.
+    "custom_resolvers": {"shard_tag": shard_tag},
 }

@@ -1,0 +1,156 @@
+"""Execute generations with the sandbox in the edited and the pristine world, resumably.
+
+The edited world of a sample is the set of APIs the model had been edited for when it generated
+(`world_api_ids` of the generation row: one API in the instant regime, every API edited so far in the
+sequential one); the pristine world is the untouched standard library. Every finished execution is
+stored under a hash of its request, so a re-run executes only what is missing.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from apiedit_kedro.sandbox import execute
+from apiedit_kedro.study.store import JsonStore
+
+logger = logging.getLogger(__name__)
+
+GENERATION_KEYS = (
+    "model",
+    "method",
+    "regime",
+    "edit_step",
+    "api_id",
+    "problem_id",
+    "subset",
+    "sample_idx",
+)
+RESULT_FIELDS = (
+    "compiles",
+    "syntax_ok",
+    "load_ok",
+    "asserts_passed",
+    "asserts_total",
+    "full_pass",
+    "error_type",
+    "error_message",
+    "new_api_calls",
+    "old_api_refs",
+    "new_api_refs",
+    "timed_out",
+    "seconds",
+)
+WORLDS = ("edited", "pristine")
+
+
+def _request_key(request: Mapping[str, Any]) -> str:
+    payload = json.dumps(request, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _mapping_records(api_mapping: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    records = {}
+    for row in api_mapping.to_dict("records"):
+        records[row["api_id"]] = {
+            key: (
+                value
+                if isinstance(value, str | int | float | bool) or value is None
+                else str(value)
+            )
+            for key, value in row.items()
+        }
+    return records
+
+
+def build_requests(
+    generations: pd.DataFrame,
+    benchmark: pd.DataFrame,
+    api_mapping: pd.DataFrame,
+    *,
+    default_timeout_s: float,
+) -> list[dict[str, Any]]:
+    """Two sandbox requests per generation row (edited world first, then pristine)."""
+    problems = benchmark.drop_duplicates("problem_id").set_index("problem_id")
+    mappings = _mapping_records(api_mapping)
+    requests = []
+    for row in generations.itertuples(index=False):
+        if row.problem_id not in problems.index:
+            raise ValueError(
+                f"generation for {row.problem_id} has no benchmark row; the generations and the "
+                "benchmark come from different synthesis runs (pin them with --load-versions)"
+            )
+        problem = problems.loc[row.problem_id]
+        world_ids = json.loads(row.world_api_ids)
+        unknown = [api_id for api_id in world_ids if api_id not in mappings]
+        if unknown:
+            raise ValueError(f"generation rows name APIs missing from api_mapping: {unknown}")
+        timeout = problem.get("timeout_s")
+        for world in WORLDS:
+            requests.append(
+                {
+                    "code": row.program,
+                    "tests": [str(test) for test in problem["tests"]],
+                    "setup": str(problem.get("test_setup") or ""),
+                    "world": world,
+                    "mappings": [mappings[api_id] for api_id in world_ids],
+                    "timeout_s": float(timeout) if pd.notna(timeout) else default_timeout_s,
+                }
+            )
+    return requests
+
+
+def execute_cached(
+    requests: Sequence[Mapping[str, Any]],
+    store: JsonStore,
+    *,
+    workers: int | None = None,
+    chunk_size: int = 256,
+) -> list[dict[str, Any]]:
+    """`sandbox.execute` for the requests not yet in `store`; all results in request order."""
+    keys = [_request_key(request) for request in requests]
+    known = store.get_many(keys)
+    missing = [i for i, key in enumerate(keys) if key not in known]
+    logger.info(
+        "execution: %d requests, %d already executed, %d to run",
+        len(requests),
+        len(requests) - len(missing),
+        len(missing),
+    )
+    for start in range(0, len(missing), chunk_size):
+        chunk = missing[start : start + chunk_size]
+        results = execute([requests[i] for i in chunk], workers=workers, progress=True)
+        fresh = {keys[i]: result for i, result in zip(chunk, results, strict=True)}
+        store.put_many(fresh)
+        known.update(fresh)
+    return [known[key] for key in keys]
+
+
+def execution_table(
+    generations: pd.DataFrame, results: Sequence[Mapping[str, Any]]
+) -> pd.DataFrame:
+    """One row per generation: the edited-world verdict plus `pristine_*` columns."""
+    rows = []
+    for position, generation in enumerate(generations.to_dict("records")):
+        edited, pristine = results[2 * position], results[2 * position + 1]
+        row = {key: generation[key] for key in GENERATION_KEYS}
+        row["world"] = "edited"
+        row.update({field: edited[field] for field in RESULT_FIELDS})
+        row["new_api_calls_by_api"] = edited.get("new_api_calls_by_api", "{}")
+        row["pristine_compiles"] = pristine["compiles"]
+        row["pristine_full_pass"] = pristine["full_pass"]
+        row["pristine_error_type"] = pristine["error_type"]
+        rows.append(row)
+    columns = [
+        *GENERATION_KEYS,
+        "world",
+        *RESULT_FIELDS,
+        "new_api_calls_by_api",
+        "pristine_compiles",
+        "pristine_full_pass",
+        "pristine_error_type",
+    ]
+    return pd.DataFrame(rows, columns=columns)
