@@ -123,3 +123,24 @@ def test_bad_settings_fail_before_generating(tiny_llama):
     assert DecodingParams.from_params(
         {"temperature": 0.8, "batch_size": 4, "stop_sequences": ["a"]}
     ) == DecodingParams(temperature=0.8, stop_sequences=("a",))
+
+
+def test_eos_finishes_a_row(tiny_llama):
+    model, tokenizer = tiny_llama
+
+    def prefer_eos(module, inputs, logits):
+        logits[..., tokenizer.eos_token_id] += 1e4
+        return logits
+
+    handle = model.lm_head.register_forward_hook(prefer_eos)
+    try:
+        (generation,) = generate(
+            model, tokenizer, ["x = 1"], DecodingParams(max_new_tokens=5), progress=False
+        )
+    finally:
+        handle.remove()
+    assert (generation.completion, generation.finish_reason, generation.new_tokens) == (
+        "",
+        "eos",
+        1,
+    )

@@ -8,6 +8,7 @@ from apiedit_kedro.models.prompts import (
     humaneval_prompt,
     mbpp_prompt,
     program_from_output,
+    prompt_format,
     stop_sequences_for,
 )
 from apiedit_kedro.models.tiny import build_tiny_tokenizer
@@ -86,3 +87,11 @@ def test_chat_prompt_uses_the_tokenizer_template():
     assert "```python\ndef f(x):\n```" in rendered and rendered.endswith("<assistant>")
     rendered = chat_prompt(tokenizer, TASK, source="mbpp")
     assert "Write a function to negate." in rendered and "assert neg(-2) == 2" in rendered
+
+
+def test_prompt_format_follows_card_style_and_source():
+    assert prompt_format("completion", "humaneval") == "humaneval"
+    assert prompt_format("completion", "mbpp") == "mbpp"
+    assert prompt_format("chat", "mbpp") == "chat"
+    with pytest.raises(PromptFormatError, match="unknown problem source 'apps'"):
+        prompt_format("chat", "apps")

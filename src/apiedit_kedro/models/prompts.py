@@ -78,6 +78,17 @@ def _field(record: Mapping[str, Any], name: str, label: str) -> Any:
     return value
 
 
+def prompt_format(prompt_style: str, source: str) -> str:
+    """The format for a card's prompt style and a problem source ("humaneval" or "mbpp")."""
+    if source not in {"humaneval", "mbpp"}:
+        raise PromptFormatError(f"unknown problem source {source!r}; use humaneval or mbpp")
+    if prompt_style == "chat":
+        return "chat"
+    if prompt_style == "completion":
+        return source
+    raise PromptFormatError(f"unknown prompt_style {prompt_style!r}; use completion or chat")
+
+
 def humaneval_prompt(record: Mapping[str, Any]) -> str:
     """The unstripped HumanEval prompt; the model continues it."""
     return str(_field(record, "prompt", str(record.get("task_id", "HumanEval record"))))
