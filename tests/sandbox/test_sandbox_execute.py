@@ -112,12 +112,12 @@ def test_unit_budget_interrupts_one_unit_and_later_units_still_run():
             request(
                 code,
                 ["assert slow() == 1", "assert add_one(1) == 2"],
-                timeout_s=3.0,
+                timeout_s=6.0,
                 unit_timeout_s=0.3,
             )
         ]
     )
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 4.5  # well before both the sleep and the deadline
     assert result["unit_passed"] == "01"
     assert result["error_type"] == "timeout" and result["timed_out"]
 
