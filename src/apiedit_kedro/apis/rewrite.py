@@ -82,15 +82,19 @@ class _ScopeBuilder(ast.NodeVisitor):
             outer.bind(name, "other")
         for decorator in getattr(node, "decorator_list", []):
             self.visit(decorator)
-        for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d]]:
-            self.visit(default)
-        self._current = self._enter(node)
         arguments = node.args
-        for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+        every_arg = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+        every_arg += [a for a in (arguments.vararg, arguments.kwarg) if a]
+        # defaults and annotations are evaluated in the enclosing scope
+        annotations = [a.annotation for a in every_arg if a.annotation]
+        annotations += [node.returns] if getattr(node, "returns", None) else []
+        for expression in [*arguments.defaults, *[d for d in arguments.kw_defaults if d]]:
+            self.visit(expression)
+        for expression in annotations:
+            self.visit(expression)
+        self._current = self._enter(node)
+        for arg in every_arg:
             self._current.bind(arg.arg, "other")
-        for arg in (arguments.vararg, arguments.kwarg):
-            if arg:
-                self._current.bind(arg.arg, "other")
         body = node.body if isinstance(node.body, list) else [node.body]
         for statement in body:
             self.visit(statement)
@@ -210,6 +214,8 @@ class RewriteResult:
     source: str
     prefix: str
     rewritten_apis: list[str]
+    # APIs referenced beyond an import statement (an import-only API is rewritten, not "used")
+    referenced_apis: list[str]
 
 
 class _Rewriter:
@@ -222,6 +228,7 @@ class _Rewriter:
             self._line_starts.append(self._line_starts[-1] + len(line))
         self.edits: list[_Edit] = []
         self.touched: set[str] = set()
+        self.referenced: set[str] = set()
         self.relocated_spans: set[tuple[int, int]] = set()
         builder = _ScopeBuilder(_public_names)
         builder.visit(self.tree)
@@ -293,6 +300,7 @@ class _Rewriter:
             if mapping is None:
                 continue
             self.touched.add(mapping.api_id)
+            self.referenced.add(mapping.api_id)
             self._add_reference(node, mapping)
             parent = self.parents.get(id(node))
             is_callee = isinstance(parent, ast.Call) and parent.func is node
@@ -532,4 +540,4 @@ def rewrite_program(
             "way the rewriter does not resolve (e.g. getattr, a re-bound alias); rewrite it by "
             "hand or exclude the problem for these APIs."
         )
-    return RewriteResult(new_source, prefix, sorted(rewriter.touched))
+    return RewriteResult(new_source, prefix, sorted(rewriter.touched), sorted(rewriter.referenced))

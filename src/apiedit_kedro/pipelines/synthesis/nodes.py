@@ -24,9 +24,22 @@ logger = logging.getLogger(__name__)
 
 SUBSETS = ("reliability", "generalization", "specificity")
 REPORT_COLUMNS = ["record", "stage", "problem_id", "source", "api_id", "subset", "reason", "value"]
+EDIT_REQUEST_COLUMNS = [
+    "edit_id",
+    "api_id",
+    "seq_order",
+    "source_problem_id",
+    "prompt",
+    "target_new",
+    "subject",
+    "rephrase_prompts",
+    "locality_prompts",
+    "locality_problem_ids",
+]
 CANDIDATE_COLUMNS = [
     "problem_id",
     "api_ids",
+    "used_api_ids",
     "test_api_ids",
     "reference_old",
     "reference_new",
@@ -211,6 +224,7 @@ def rewrite_references(
             {
                 "problem_id": problem.problem_id,
                 "api_ids": [m.api_id for m in kept],
+                "used_api_ids": result.referenced_apis,
                 "test_api_ids": list(in_tests),
                 "reference_old": problem.reference_solution,
                 "reference_new": result.source,
@@ -265,23 +279,29 @@ def _check(problem_id: str, name: str, expect_pass: bool, api_ids: list[str]) ->
 
 def _surviving_apis(
     stage_one: pd.DataFrame, rewritten: pd.DataFrame, min_problems: int
-) -> tuple[set[str], dict[str, list[str]]]:
-    """Problems passing every check, pruned until each remaining API has `min_problems` of them."""
+) -> tuple[set[str], dict[str, tuple[list[str], list[str]]]]:
+    """Problems passing every check, pruned until each remaining API is used by `min_problems`.
+
+    Values are (APIs the problem's world must remove, APIs it references beyond an import).
+    """
     failed = set(stage_one.loc[~stage_one["ok"], "problem_id"])
     valid = {
-        row.problem_id: _as_list(row.api_ids)
+        row.problem_id: (_as_list(row.api_ids), _as_list(row.used_api_ids))
         for row in rewritten.itertuples(index=False)
-        if row.problem_id not in failed
+        if row.problem_id not in failed and _as_list(row.used_api_ids)
     }
     while True:
         counts: dict[str, int] = {}
-        for apis in valid.values():
-            for api in apis:
+        for _, used in valid.values():
+            for api in used:
                 counts[api] = counts.get(api, 0) + 1
-        weak = {api for api, count in counts.items() if count < min_problems}
+        # an API the problem only imports must still be installed, so it must survive too
+        weak = {
+            api for apis, _ in valid.values() for api in apis if counts.get(api, 0) < min_problems
+        }
         if not weak:
             return set(counts), valid
-        valid = {pid: apis for pid, apis in valid.items() if not weak & set(apis)}
+        valid = {pid: pair for pid, pair in valid.items() if not weak & set(pair[0])}
 
 
 def validate_in_sandbox(
@@ -349,15 +369,15 @@ def _timeout_seconds(reference_seconds: float, n_units: int, params: Mapping) ->
     return round(min(float(params["cap_s"]), budget + 1.0), 2)
 
 
-def _assign_problems(valid: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Each problem goes to its rarest API (fewest validated problems, then api_id)."""
+def _assign_problems(valid: dict[str, tuple[list[str], list[str]]]) -> dict[str, list[str]]:
+    """Each problem goes to its rarest used API (fewest validated problems, then api_id)."""
     counts: dict[str, int] = {}
-    for apis in valid.values():
-        for api in apis:
+    for _, used in valid.values():
+        for api in used:
             counts[api] = counts.get(api, 0) + 1
     assigned: dict[str, list[str]] = {}
     for problem_id in sorted(valid):
-        api = min(valid[problem_id], key=lambda a: (counts[a], a))
+        api = min(valid[problem_id][1], key=lambda a: (counts[a], a))
         assigned.setdefault(api, []).append(problem_id)
     return assigned
 
@@ -403,10 +423,31 @@ def assemble_benchmark(
     while True:
         assigned = _assign_problems(valid)
         weak = {api for api, pids in assigned.items() if len(pids) < min_problems}
+        weak |= {api for apis, _ in valid.values() for api in apis if api not in assigned}
         if not weak:
             break
-        valid = {pid: apis for pid, apis in valid.items() if not weak & set(apis)}
+        valid = {pid: pair for pid, pair in valid.items() if not weak & set(pair[0])}
     surviving = set(assigned)
+    failed = set(validation.loc[~validation["ok"], "problem_id"])
+    for row in rewritten.itertuples(index=False):
+        if row.problem_id in failed or row.problem_id in valid:
+            continue
+        apis, used = _as_list(row.api_ids), _as_list(row.used_api_ids)
+        reason = (
+            f"its catalogued APIs {apis} are only imported, never used"
+            if not used
+            else f"it needs APIs that were dropped: {sorted(set(apis) - surviving)}"
+        )
+        report.append(
+            _report_row(
+                "dropped_problem",
+                "assignment",
+                reason,
+                problem_id=row.problem_id,
+                source=pool.loc[row.problem_id, "source"],
+                api_id=",".join(apis),
+            )
+        )
     for api_id in sorted(set(api_candidates["api_id"]) - surviving):
         report.append(
             _report_row(
@@ -489,6 +530,7 @@ def _benchmark_row(
         "subset": subset,
         "api_id": api_id,
         "api_ids": _as_list(rewrite["api_ids"]) if rewrite is not None else [],
+        "used_api_ids": _as_list(rewrite["used_api_ids"]) if rewrite is not None else [],
         "test_api_ids": _as_list(rewrite["test_api_ids"]) if rewrite is not None else [],
         "prompt": rewrite["prompt_new"] if rewrite is not None else problem["prompt"],
         "prompt_format": problem["prompt_format"],
@@ -505,25 +547,42 @@ def _benchmark_row(
 
 # --------------------------------------------------------------------------- edit requests
 def _new_api_call_position(source: str, new_name: str) -> tuple[int, int] | None:
-    """(start of the new name, end of its call) for the first call of `new_name` in `source`."""
+    """(start of the new name, end of the call it leads) for the first call through `new_name`,
+    else the span of its first reference as a value.
+
+    The call may go through an attribute of the new API (`my_itertools_chain.from_iterable(x)`).
+    """
     import ast
 
     lines = source.splitlines(keepends=True)
-    starts = np.cumsum([0] + [len(line) for line in lines]).tolist()
+    starts = np.cumsum([0, *(len(line) for line in lines)]).tolist()
     best = None
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
+    for call in ast.walk(ast.parse(source)):
+        if not isinstance(call, ast.Call):
             continue
-        func = node.func
+        func = call.func
+        while isinstance(func, ast.Attribute) and func.attr != new_name:
+            func = func.value
         if isinstance(func, ast.Name) and func.id == new_name:
             line, col = func.lineno, func.col_offset
-        elif isinstance(func, ast.Attribute) and func.attr == new_name:
+        elif isinstance(func, ast.Attribute):
             line, col = func.end_lineno, func.end_col_offset - len(new_name)
         else:
             continue
         # HumanEval/MBPP sources are ASCII, so AST byte columns are character columns
-        position = (starts[line - 1] + col, starts[node.end_lineno - 1] + node.end_col_offset)
+        position = (starts[line - 1] + col, starts[call.end_lineno - 1] + call.end_col_offset)
         best = position if best is None or position < best else best
+    if best is None:
+        # an API with unchanged usage may only be passed as a value (`map(math.tan, xs)`)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Name) and node.id == new_name:
+                position = (starts[node.lineno - 1] + node.col_offset, 0)
+            elif isinstance(node, ast.Attribute) and node.attr == new_name:
+                position = (starts[node.end_lineno - 1] + node.end_col_offset - len(new_name), 0)
+            else:
+                continue
+            best = position if best is None or position < best else best
+        best = (best[0], best[0] + len(new_name)) if best else None
     return best
 
 
@@ -593,7 +652,9 @@ def build_edit_requests(
                 "locality_problem_ids": [specificity.iloc[i]["problem_id"] for i in picks],
             }
         )
-    return pd.DataFrame(rows).sort_values("seq_order", ignore_index=True)
+    return pd.DataFrame(rows, columns=EDIT_REQUEST_COLUMNS).sort_values(
+        "seq_order", ignore_index=True
+    )
 
 
 def _locality_prompt(problem: pd.Series) -> str:
