@@ -85,8 +85,11 @@ def spread_over_layers(
     measured: Callable[[], torch.Tensor],
     share: Callable[[int], float],
     target_space: str,
-) -> dict[str, float]:
-    """Ascending layer loop shared by MEMIT and PMET; returns the delta norm per edited parameter.
+) -> tuple[dict[str, float], float]:
+    """Ascending layer loop shared by MEMIT and PMET.
+
+    Returns the delta norm per edited parameter and the share of the gap to the targets closed
+    (1 = the targets are reached at the last edit layer).
 
     ``target_space`` is "residual" (MEMIT: decoder-layer output of the last edit layer) or "mlp"
     (PMET: down_proj output of the last edit layer); ``share(m)`` divides the remaining residual
@@ -96,6 +99,7 @@ def spread_over_layers(
     norms: dict[str, float] = {}
     layers = sorted(hparams.layers)
     last = layers[-1]
+    start_gap = float((targets - measured()).norm())
     for j, layer in enumerate(layers):
         keys = _memit_keys(model, anatomy, layer, batches)
         residual = (targets - measured()) / share(len(layers) - j)
@@ -114,7 +118,8 @@ def spread_over_layers(
         name = f"{anatomy.down_proj_name(layer)}.weight"
         ctx.result.add_low_rank(model, name, residual.float(), solved.float())
         norms[name] = float((residual.double() @ solved.T).norm())
-    return norms
+    reached = 1.0 - float((targets - measured()).norm()) / max(start_gap, 1e-12)
+    return norms, reached
 
 
 def _to_residual_space(
@@ -146,7 +151,7 @@ def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
         columns.append(target.initial[0].cpu() + target.deltas[0].cpu())
         losses.append(target.loss)
         steps.append(target.steps)
-    norms = spread_over_layers(
+    norms, reached = spread_over_layers(
         ctx,
         batches,
         torch.stack(columns, dim=1),
@@ -154,4 +159,9 @@ def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
         share=float,
         target_space="residual",
     )
-    return {"final_loss": max(losses), "steps": max(steps), "delta_norm": norms}
+    return {
+        "final_loss": max(losses),
+        "steps": max(steps),
+        "delta_norm": norms,
+        "target_reached": reached,
+    }

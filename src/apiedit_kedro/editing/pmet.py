@@ -44,7 +44,7 @@ def pmet_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
         losses.append(target.loss)
         steps.append(target.steps)
     mlp = anatomy.mlp(last)
-    norms = spread_over_layers(
+    norms, reached = spread_over_layers(
         ctx,
         batches,
         torch.stack(columns, dim=1),
@@ -52,4 +52,9 @@ def pmet_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
         share=math.sqrt,
         target_space="mlp",
     )
-    return {"final_loss": max(losses), "steps": max(steps), "delta_norm": norms}
+    return {
+        "final_loss": max(losses),
+        "steps": max(steps),
+        "delta_norm": norms,
+        "target_reached": reached,
+    }
