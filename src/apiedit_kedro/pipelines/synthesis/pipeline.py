@@ -46,14 +46,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.assemble_benchmark,
-                [
-                    "problems",
-                    "rewritten_references",
-                    "api_usages",
-                    "validation_results",
-                    "api_candidates",
-                    "params:synthesis",
-                ],
+                {
+                    "problems": "problems",
+                    "rewritten": "rewritten_references",
+                    "api_usages": "api_usages",
+                    "validation": "validation_results",
+                    "api_candidates": "api_candidates",
+                    "params": "params:synthesis",
+                },
                 ["benchmark", "api_mapping", "validation_report"],
                 name="assemble_benchmark",
             ),
