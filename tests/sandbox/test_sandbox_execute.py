@@ -188,3 +188,11 @@ def test_world_install_failure_in_the_child_is_a_sandbox_error(monkeypatch, tmp_
     monkeypatch.setattr(worker._TEMP_DIRS, "base", str(tmp_path))
     result = worker.run_sample(task)
     assert result["error_type"] == "sandbox_error" and not result["full_pass"]
+
+
+def test_samples_do_not_share_one_random_sequence():
+    # Forked children must be reseeded as os.fork would: with one shared state all 24 samples
+    # would give the same verdict; with fresh seeds that has probability 2 * 2**-24.
+    code = "import random\nbit = random.getrandbits(1)\n"
+    results = run([request(code, ["assert bit == 1"])] * 24)
+    assert len({r["full_pass"] for r in results}) == 2
