@@ -58,7 +58,6 @@ _SIGALRM = signal.SIGALRM
 _type = type
 _str = str
 _isinstance = isinstance
-_len = len
 _exec = exec
 _builtins_dict = builtins.__dict__
 _dict = dict
