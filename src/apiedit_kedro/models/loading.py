@@ -172,6 +172,9 @@ def _from_pretrained(
     if gguf_name:
         kwargs["gguf_file"] = gguf_name
     attention = "sdpa" if device.type == "cuda" else None
+    if device.type == "cuda" and not gguf_name:
+        # Stream the weights straight to the GPU instead of staging a 7B copy in host RAM.
+        kwargs["device_map"] = str(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
