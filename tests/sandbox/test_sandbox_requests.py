@@ -20,6 +20,7 @@ from apiedit_kedro.sandbox.requests import prepare_tasks
         ({"tests": "assert add_one(1) == 2"}, "tests"),
         ({"tests": [42]}, "tests[0]"),
         ({"tests": ["assert (("]}, "tests[0]"),
+        ({"tests": ["return 1"]}, "tests[0]"),  # parses, but does not compile
         ({"world": "edited-ish"}, "world"),
         ({"timeout_s": "3"}, "timeout_s"),
         ({"timeout_s": True}, "timeout_s"),
@@ -27,6 +28,7 @@ from apiedit_kedro.sandbox.requests import prepare_tasks
         ({"timeout_s": float("nan")}, "timeout_s"),
         ({"unit_timeout_s": 0}, "unit_timeout_s"),
         ({"setup": "def broken(:"}, "setup"),
+        ({"setup": "return 2"}, "setup"),
         ({"memory_limit_mb": 1}, "memory_limit_mb"),
         ({"mappings": [{"api_id": "nope.f", "old_qualname": "nope_module.f"}]}, "mappings"),
     ],

@@ -68,6 +68,16 @@ class _UnitCache:
 
     def __init__(self) -> None:
         self._constant: dict[str, bool] = {}
+        self._setups: set[str] = set()
+
+    def check_setup(self, index: int, setup: str) -> None:
+        if setup in self._setups:
+            return
+        try:
+            compile(setup, "<setup>", "exec")
+        except (SyntaxError, ValueError) as exc:
+            raise _fail(index, "setup", f"setup code does not compile ({exc})") from exc
+        self._setups.add(setup)
 
     def is_constant(self, index: int, position: int, source: Any) -> bool:
         field = f"tests[{position}]"
@@ -75,10 +85,11 @@ class _UnitCache:
             raise _fail(index, field, f"expected a str assert unit, got {type(source).__name__}")
         if source not in self._constant:
             try:
+                compile(source, "<test>", "exec")  # stricter than ast.parse (e.g. bare return)
                 tree = ast.parse(source)
-            except SyntaxError as exc:
+            except (SyntaxError, ValueError) as exc:
                 raise _fail(
-                    index, field, f"test unit does not parse ({exc.msg}): {source!r}"
+                    index, field, f"test unit does not compile ({exc}): {source!r}"
                 ) from exc
             self._constant[source] = is_constant_assert(tree)
         return self._constant[source]
@@ -142,10 +153,7 @@ def _prepare_one(
     setup = request.get("setup") or ""
     if not isinstance(setup, str):
         raise _fail(index, "setup", f"expected a str (may be empty), got {type(setup).__name__}")
-    try:
-        ast.parse(setup)
-    except SyntaxError as exc:
-        raise _fail(index, "setup", f"setup code does not parse ({exc.msg})") from exc
+    units_cache.check_setup(index, setup)
     world = request["world"]
     if world not in WORLDS:
         raise _fail(index, "world", f"expected one of {WORLDS}, got {world!r}")
