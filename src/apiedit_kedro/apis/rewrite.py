@@ -21,6 +21,7 @@ reference behind (checked with `apis.references.find_api_references`).
 import ast
 import builtins
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,14 @@ class RewriteError(ValueError):
 
 _SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def parse_quietly(source: str) -> ast.Module:
+    """`ast.parse` without the invalid-escape warnings that some upstream solutions trigger."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(source)
 
 
 # --------------------------------------------------------------------------- scopes
@@ -221,7 +230,7 @@ class RewriteResult:
 class _Rewriter:
     def __init__(self, source: str, mappings: Sequence[ApiMapping]) -> None:
         self.source = source
-        self.tree = ast.parse(source)
+        self.tree = parse_quietly(source)
         self.by_old = {m.old_qualname: m for m in mappings}
         self._line_starts = [0]
         for line in source.splitlines(keepends=True):
@@ -529,7 +538,10 @@ def rewrite_program(
             )
     prefix = rewriter.render(0, prefix_length) if prefix_length else ""
     try:
-        compile(new_source, "<rewritten>", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            compile(new_source, "<rewritten>", "exec")
     except SyntaxError as error:
         raise RewriteError(f"the rewritten program does not compile: {error}") from error
     leftovers = find_api_references(new_source, mappings).old

@@ -9,6 +9,7 @@ the default scope; pass `builtins_in_scope` (e.g. the catalogued built-ins) to c
 
 import importlib
 import sys
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
@@ -56,7 +57,12 @@ def detect_api_uses(source: str, *, builtins_in_scope: Collection[str] = ()) -> 
     """
     wanted_builtins = {name.removeprefix("builtins.") for name in builtins_in_scope}
     counts: dict[tuple[str, str], list[int]] = {}
-    for reference in resolve_references(source):
+    with warnings.catch_warnings():
+        # some upstream solutions use invalid escapes like "\d" in plain strings
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        references = resolve_references(source)
+    for reference in references:
         if reference.qualname.startswith("builtins."):
             name = reference.qualname.removeprefix("builtins.")
             location = ("builtins", name) if name in wanted_builtins else None

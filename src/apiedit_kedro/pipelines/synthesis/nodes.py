@@ -15,7 +15,7 @@ import pandas as pd
 
 from apiedit_kedro.apis.catalog import MAPPING_COLUMNS, catalog_to_records
 from apiedit_kedro.apis.mapping import ApiMapping, parse_mappings
-from apiedit_kedro.apis.rewrite import RewriteError, rewrite_program
+from apiedit_kedro.apis.rewrite import RewriteError, parse_quietly, rewrite_program
 from apiedit_kedro.apis.usages import detect_api_uses
 from apiedit_kedro.problems import PROBLEM_COLUMNS, humaneval_problems, mbpp_problems
 from apiedit_kedro.sandbox import execute
@@ -557,7 +557,8 @@ def _new_api_call_position(source: str, new_name: str) -> tuple[int, int] | None
     lines = source.splitlines(keepends=True)
     starts = np.cumsum([0, *(len(line) for line in lines)]).tolist()
     best = None
-    for call in ast.walk(ast.parse(source)):
+    tree = parse_quietly(source)
+    for call in ast.walk(tree):
         if not isinstance(call, ast.Call):
             continue
         func = call.func
@@ -574,7 +575,7 @@ def _new_api_call_position(source: str, new_name: str) -> tuple[int, int] | None
         best = position if best is None or position < best else best
     if best is None:
         # an API with unchanged usage may only be passed as a value (`map(math.tan, xs)`)
-        for node in ast.walk(ast.parse(source)):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Name) and node.id == new_name:
                 position = (starts[node.lineno - 1] + node.col_offset, 0)
             elif isinstance(node, ast.Attribute) and node.attr == new_name:
