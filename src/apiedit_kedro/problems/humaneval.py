@@ -11,7 +11,7 @@ import ast
 from dataclasses import dataclass
 
 
-class TestSplitError(ValueError):
+class CheckSplitError(ValueError):
     """A HumanEval `test` string does not have the `def check(candidate): ...` shape."""
 
 
@@ -41,7 +41,7 @@ def split_check_into_units(test_source: str, entry_point: str, *, task_id: str =
     tree = ast.parse(test_source)
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
     if len(checks) != 1 or len(checks[0].args.args) != 1:
-        raise TestSplitError(
+        raise CheckSplitError(
             f"{task_id}: the test must define exactly one `check(candidate)` function "
             f"(found {len(checks)}); fix the problem's `test` field."
         )
@@ -58,7 +58,7 @@ def split_check_into_units(test_source: str, entry_point: str, *, task_id: str =
         elif not _is_docstring(statement):
             check_setup.append(_dedent_segment(test_source, statement))
     if not units:
-        raise TestSplitError(f"{task_id}: `check` holds no non-constant assert; nothing to test.")
+        raise CheckSplitError(f"{task_id}: `check` holds no non-constant assert; nothing to test.")
     binding = f"{check.args.args[0].arg} = {entry_point}"
     setup = "\n".join([*module_setup, *check_setup, binding])
     return SplitTests(units=units, setup=setup, dropped_constant_asserts=dropped)
