@@ -65,6 +65,6 @@ def test_fingerprint_ignores_name_or_path_and_sees_weights():
 
 def test_stdlib_corpus_excludes_tests_and_is_sorted():
     files = corpus_files("stdlib")
-    assert files == sorted(files)
+    assert list(files) == sorted(files)
     assert not any("test" in path.parts for path in files)
     assert len(files) > 500

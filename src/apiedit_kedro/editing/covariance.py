@@ -10,9 +10,11 @@ per-layer key statistics for transformers models.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import sysconfig
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,19 +47,22 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "apiedit_kedro" / "covariance"
 
 
-def corpus_files(corpus: str = "stdlib") -> list[Path]:
-    """Sorted ``.py`` files of the corpus: ``"stdlib"`` or a directory path."""
+@functools.cache
+def corpus_files(corpus: str = "stdlib") -> tuple[Path, ...]:
+    """Sorted ``.py`` files of the corpus: ``"stdlib"`` or a directory path (memoised per process).
+
+    Test packages and installed third-party packages are pruned while walking.
+    """
     root = Path(sysconfig.get_paths()["stdlib"]) if corpus == "stdlib" else Path(corpus)
     if not root.is_dir():
         raise FileNotFoundError(f"covariance corpus {corpus!r}: directory {root} does not exist")
-    files = sorted(
-        path
-        for path in root.rglob("*.py")
-        if not _TEST_DIRS.intersection(path.relative_to(root).parts)
-    )
+    files = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if d not in _TEST_DIRS]
+        files.extend(Path(directory) / name for name in names if name.endswith(".py"))
     if not files:
         raise FileNotFoundError(f"covariance corpus {corpus!r}: no .py files under {root}")
-    return files
+    return tuple(sorted(files))
 
 
 def corpus_hash(files: Sequence[Path]) -> str:
