@@ -50,3 +50,5 @@ def test_timeouts_follow_the_sandbox_rule():
     assert nodes._timeout_seconds(0.01, 3, rule) == 4.0
     assert nodes._timeout_seconds(2.0, 3, rule) == 9.0
     assert nodes._timeout_seconds(100.0, 3, rule) == 60.0
+    # jitter of a slow reference's runtime does not change the timeout
+    assert nodes._timeout_seconds(1.1, 1, rule) == nodes._timeout_seconds(1.9, 1, rule) == 9.0

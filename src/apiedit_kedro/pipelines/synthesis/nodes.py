@@ -7,6 +7,7 @@ Every node is a pure function of DataFrames and parameters; the engines (`apis`,
 """
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -364,8 +365,13 @@ def validate_in_sandbox(
 
 # --------------------------------------------------------------------------- benchmark
 def _timeout_seconds(reference_seconds: float, n_units: int, params: Mapping) -> float:
-    """Per sample: max(1 s per unit, factor x the reference's run) + 1 s, capped (sandbox §1.7)."""
-    budget = max(float(params["min_unit_s"]) * n_units, float(params["factor"]) * reference_seconds)
+    """Per sample: max(1 s per unit, factor x the reference's run) + 1 s, capped (sandbox §1.7).
+
+    The measured run is rounded up to a power of two, so run-to-run jitter does not change the
+    benchmark's bytes (only a reference whose runtime crosses a power of two would).
+    """
+    bucketed = 2.0 ** math.ceil(math.log2(max(reference_seconds, 1e-3)))
+    budget = max(float(params["min_unit_s"]) * n_units, float(params["factor"]) * bucketed)
     return round(min(float(params["cap_s"]), budget + 1.0), 2)
 
 
