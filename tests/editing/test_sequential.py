@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from editing_helpers import tiny_covariance
 
-from apiedit_kedro.editing import apply_edits, weight_checksum
+from apiedit_kedro.editing import apply_edits, combined_drift, weight_checksum
 from apiedit_kedro.editing.grace import GraceAdapter
 from apiedit_kedro.models.tiny import build_tiny_model
 
@@ -61,4 +61,31 @@ def test_ten_sequential_edits_are_all_applied_with_drift(method, tiny_params, co
         ranks = {delta.left.shape[1] for delta in result.deltas.values()}
         assert ranks == {10}  # one rank-one factor per edit and layer
     result.restore(model)
+    assert weight_checksum(model) == checksum
+
+
+def test_drift_accumulates_over_successive_calls(tiny_params, covariance_dir):
+    model, tokenizer = build_tiny_model("llama", seed=0)
+    covariance = tiny_covariance(model, tokenizer, tiny_params, covariance_dir)
+    checksum = weight_checksum(model)
+    results = [
+        apply_edits(
+            model,
+            tokenizer,
+            [request],
+            method="memit",
+            hparams=tiny_params["memit"],
+            covariance=covariance,
+        )
+        for request in _requests()[:3]
+    ]
+    drift = combined_drift(results)
+    for name, value in drift.items():
+        original = results[0].snapshot[name]
+        assert (
+            abs(value - float((model.get_parameter(name).detach() - original).norm()))
+            < 1e-3 * value
+        )
+    for result in reversed(results):  # undo checkpoints newest first
+        result.restore(model)
     assert weight_checksum(model) == checksum

@@ -15,7 +15,7 @@ from apiedit_kedro.editing.covariance import (
 from apiedit_kedro.editing.fingerprint import model_fingerprint, weight_checksum
 from apiedit_kedro.editing.hparams import HparamError, parse_hparams
 from apiedit_kedro.editing.requests import EditRequest, RequestError
-from apiedit_kedro.editing.result import EditResult, RestoreError
+from apiedit_kedro.editing.result import EditResult, RestoreError, combined_drift
 
 __all__ = [
     "METHODS",
@@ -30,6 +30,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "apply_edits",
     "collect_covariance",
+    "combined_drift",
     "covariance_layers",
     "load_or_compute_covariance",
     "model_fingerprint",

@@ -4,7 +4,7 @@ Targets z_i = h0 + δ_i are optimised on the residual output of the last edit la
 edit layer in ascending order, with the model already holding the earlier layers' updates, the
 remaining residual (Z − H) is split over the layers left and solved in float64:
 ΔW = R Kᵀ(λC + KKᵀ)⁻¹. On Gemma 3 the residual share is mapped back through the post-feed-forward
-RMSNorm (linearised: Δm ≈ rms(m)·Δr / gain), because down_proj writes before that norm.
+RMSNorm (see ``_to_write_space``), because down_proj writes before that norm.
 """
 
 from __future__ import annotations
@@ -38,18 +38,31 @@ def memit_layer_update(
     return torch.linalg.solve(system, keys64)
 
 
+def _post_norm(anatomy: ModelAnatomy, layer: int, mlp_out: torch.Tensor) -> torch.Tensor:
+    """The post-feed-forward RMSNorm applied to columns of down_proj outputs ([d, n])."""
+    gain = anatomy.post_ffn_gain(layer).cpu()[:, None]
+    return gain * mlp_out / (mlp_out.pow(2).mean(0) + anatomy.post_ffn_eps(layer)).sqrt()
+
+
 def _to_write_space(
     anatomy: ModelAnatomy, layer: int, residual: torch.Tensor, mlp_out: torch.Tensor
 ) -> torch.Tensor:
-    """Map a residual-stream change to the down_proj output change that produces it (Gemma 3 post-norm)."""
+    """The down_proj output change whose post-norm output moves by ``residual`` (Gemma 3).
+
+    RMSNorm forgets its input's scale, so the new output m* is taken along (y + residual)/gain with
+    the current output's RMS: norm(m*) = y + residual up to a scalar, and ||m*|| = ||m||, which
+    keeps the update bounded where a linearisation would divide by small gains.
+    """
     gain = anatomy.post_ffn_gain(layer)
     if gain is None:
         return residual
-    gain = gain.cpu()
+    gain = gain.cpu()[:, None]
     floor = 1e-2 * gain.abs().mean()
-    safe = torch.where(gain.abs() < floor, floor * torch.sign(gain + 1e-12), gain)
+    safe = torch.where(gain.abs() < floor, floor * torch.where(gain < 0, -1.0, 1.0), gain)
+    wanted = (_post_norm(anatomy, layer, mlp_out) + residual) / safe
     rms = (mlp_out.pow(2).mean(0) + anatomy.post_ffn_eps(layer)).sqrt()
-    return residual * rms / safe[:, None]
+    scaled = wanted * rms / wanted.pow(2).mean(0).sqrt()
+    return scaled - mlp_out
 
 
 def _memit_keys(model, anatomy: ModelAnatomy, layer: int, batches: list[Batch]) -> torch.Tensor:
@@ -125,10 +138,8 @@ def spread_over_layers(
 def _to_residual_space(
     anatomy: ModelAnatomy, layer: int, change: torch.Tensor, mlp_out: torch.Tensor
 ) -> torch.Tensor:
-    """Linearised effect of a down_proj output change at ``layer`` on the residual (Gemma 3)."""
-    gain = anatomy.post_ffn_gain(layer).cpu()
-    rms = (mlp_out.pow(2).mean(0) + anatomy.post_ffn_eps(layer)).sqrt()
-    return change * gain[:, None] / rms
+    """The residual-stream change a down_proj output change at ``layer`` causes (Gemma 3)."""
+    return _post_norm(anatomy, layer, mlp_out + change) - _post_norm(anatomy, layer, mlp_out)
 
 
 def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:

@@ -20,7 +20,15 @@ from torch import nn
 
 from apiedit_kedro.editing.fingerprint import weight_checksum
 
-__all__ = ["DenseDelta", "EditContext", "EditResult", "LowRankDelta", "RestoreError", "apply_delta"]
+__all__ = [
+    "DenseDelta",
+    "EditContext",
+    "EditResult",
+    "LowRankDelta",
+    "RestoreError",
+    "apply_delta",
+    "combined_drift",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +223,13 @@ class EditContext:
     hparams: object
     covariance: object
     result: EditResult
+
+
+def combined_drift(results: list[EditResult]) -> dict[str, float]:
+    """Norm of the summed delta per parameter over successive ``apply_edits`` calls (sequential
+    regime with checkpoints: each call's result holds only its own edits)."""
+    totals: dict[str, torch.Tensor] = {}
+    for result in results:
+        for name, delta in result.deltas.items():
+            totals[name] = totals[name] + delta.dense() if name in totals else delta.dense().clone()
+    return {name: float(total.norm()) for name, total in totals.items()}
