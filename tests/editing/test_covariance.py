@@ -61,6 +61,9 @@ def test_fingerprint_ignores_name_or_path_and_sees_weights():
     model_a.config._name_or_path = "somewhere/else"
     assert model_fingerprint(model_a) == fingerprint
     assert model_fingerprint(model_b) != fingerprint
+    with torch.no_grad():
+        model_a.model.layers[0].mlp.down_proj.weight.add_(1.0)  # an edit keeps the identity
+    assert model_fingerprint(model_a) == fingerprint
 
 
 def test_stdlib_corpus_excludes_tests_and_is_sorted():

@@ -47,7 +47,12 @@ def weight_checksum(model: nn.Module) -> str:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """Stable id of a model's identity: its config and a sample of its weights."""
+    """Stable id of a model's identity: its config and samples of its first and last weights.
+
+    Edits only touch MLP ``down_proj`` weights (or add a GRACE codebook), so an edited model keeps
+    its fingerprint: context templates and covariance computed on the unedited model stay valid
+    for sequential edits.
+    """
     config = {
         key: value
         for key, value in model.config.to_dict().items()
@@ -55,7 +60,7 @@ def model_fingerprint(model: nn.Module) -> str:
     }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     named = list(model.named_parameters())
-    for _name, tensor in (named[0], named[len(named) // 2], named[-1]):
+    for _name, tensor in (named[0], named[-1]):
         flat = tensor.detach().reshape(-1)
         tensor_digest(flat[:4096].float(), digest)
     return digest.hexdigest()[:24]
