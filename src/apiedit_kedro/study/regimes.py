@@ -181,7 +181,8 @@ def _generate(
 def _apply_one(context: StudyContext, request: Mapping[str, Any]):
     """Edit the model with one request; returns (EditResult, token-level metrics)."""
     model, tokenizer = context.loaded.model, context.loaded.tokenizer
-    locality_prompts = list(request.get("locality_prompts") or [])
+    prompts = request.get("locality_prompts")  # a numpy array when read from parquet
+    locality_prompts = [] if prompts is None else [str(prompt) for prompt in prompts]
     before = next_token_predictions(model, tokenizer, locality_prompts)
     result = apply_edits(
         model,
