@@ -4,7 +4,8 @@ its unedited greedy pass@1 on small HumanEval and MBPP slices executed in the sa
 Throughput: the first 16 HumanEval prompts x 5 sampled completions (T=0.8, top_p=0.95, HumanEval
 stop sequences) generated in batches; the one-at-a-time baseline generates `--sequential` of the
 same samples with batch size 1 (a rate, so a subset measures it; per-sample seeding makes those
-samples identical to their batched twins, which is checked and reported). Prints one line and
+samples identical to their batched twins, which is checked and reported). The two modes alternate
+batch by batch so that load from other processes affects both alike. Prints one line and
 writes benchmarks/results/generation_throughput.json.
 
     python benchmarks/generation_throughput.py
@@ -53,15 +54,29 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
         stop_sequences=stop_sequences_for("humaneval", loaded.card.stop_sequences),
     )
     model, tokenizer = loaded.model, loaded.tokenizer
-    started = time.perf_counter()
-    batched = generate(model, tokenizer, prompts, params, batch_size=args.batch_size)
-    batched_seconds = time.perf_counter() - started
-
     jobs = [(p, s) for p in range(len(prompts)) for s in range(args.samples)]
-    jobs = jobs[:: max(1, len(jobs) // args.sequential)][: args.sequential]
-    started = time.perf_counter()
-    single = generate_jobs(model, tokenizer, prompts, jobs, params, batch_size=1)
-    single_seconds = time.perf_counter() - started
+    # Same order as generate_jobs' batching (longest prompts first), cut into single batches.
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    ordered = sorted(jobs, key=lambda job: -lengths[job[0]])
+    batches = [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
+    singles = jobs[:: max(1, len(jobs) // args.sequential)][: args.sequential]
+    # The two modes alternate batch by batch, so load from other processes on a shared machine
+    # hits both alike instead of whichever mode happened to run during a busy minute.
+    batched, single = [], []
+    batched_seconds = single_seconds = 0.0
+    for round_index, batch in enumerate(batches):
+        started = time.perf_counter()
+        batched += generate_jobs(
+            model, tokenizer, prompts, batch, params, batch_size=args.batch_size, progress=False
+        )
+        batched_seconds += time.perf_counter() - started
+        share = singles[round_index :: len(batches)]
+        started = time.perf_counter()
+        single += generate_jobs(
+            model, tokenizer, prompts, share, params, batch_size=1, progress=False
+        )
+        single_seconds += time.perf_counter() - started
+        logger.info("round %d/%d done", round_index + 1, len(batches))
 
     twins = {(g.prompt_index, g.sample_idx): g.completion for g in batched}
     identical = sum(twins[(g.prompt_index, g.sample_idx)] == g.completion for g in single)
@@ -167,7 +182,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--sequential", type=int, default=16, help="one-at-a-time samples")
     parser.add_argument("--humaneval", type=int, default=20)
     parser.add_argument("--mbpp", type=int, default=20)
