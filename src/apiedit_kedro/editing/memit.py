@@ -28,6 +28,8 @@ from apiedit_kedro.editing.target import (
 
 __all__ = ["memit_edit", "memit_layer_update", "spread_over_layers"]
 
+_GAIN_RIDGE = 0.01
+
 
 def memit_layer_update(
     residual: torch.Tensor, keys: torch.Tensor, covariance: torch.Tensor, weight: float
@@ -49,20 +51,18 @@ def _to_write_space(
 ) -> torch.Tensor:
     """The down_proj output change whose post-norm output moves by ``residual`` (Gemma 3).
 
-    RMSNorm forgets its input's scale, so the new output m* is taken along (y + residual)/gain with
-    the current output's RMS: norm(m*) = y + residual up to a scalar, and ||m*|| = ||m||, which
-    keeps the update bounded where a linearisation would divide by small gains.
+    Ridge-regularised inverse of the linearised RMSNorm (Jacobian ≈ diag(gain)/rms(m)):
+    Δm = rms(m)·gain·Δr / (gain² + μ) with μ = 0.01·mean(gain²). Coordinates with small gains
+    cannot be moved through the norm; the ridge stops them from blowing up the update (measured
+    on Gemma 3 270M: no mapping makes the edit diverge, an exact inverse overshoots).
     """
     gain = anatomy.post_ffn_gain(layer)
     if gain is None:
         return residual
     gain = gain.cpu()[:, None]
-    floor = 1e-2 * gain.abs().mean()
-    safe = torch.where(gain.abs() < floor, floor * torch.where(gain < 0, -1.0, 1.0), gain)
-    wanted = (_post_norm(anatomy, layer, mlp_out) + residual) / safe
+    ridge = _GAIN_RIDGE * gain.pow(2).mean()
     rms = (mlp_out.pow(2).mean(0) + anatomy.post_ffn_eps(layer)).sqrt()
-    scaled = wanted * rms / wanted.pow(2).mean(0).sqrt()
-    return scaled - mlp_out
+    return rms * gain * residual / (gain.pow(2) + ridge)
 
 
 def _memit_keys(model, anatomy: ModelAnatomy, layer: int, batches: list[Batch]) -> torch.Tensor:
