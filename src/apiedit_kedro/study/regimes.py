@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from apiedit_kedro.editing import METHODS as EDITING_METHODS
 from apiedit_kedro.editing import CovarianceStats, apply_edits, weight_checksum
+from apiedit_kedro.editing.result import combined_drift
 from apiedit_kedro.metrics.edit_metrics import edit_metrics, next_token_predictions
 from apiedit_kedro.models.cache import GenerationCache, generate_cached
 from apiedit_kedro.models.generation import DecodingParams
@@ -318,7 +319,7 @@ def run_sequential(
                 result, metrics = _apply_one(context, request)
                 results.append(result)
                 row.update(_edit_stats(result, metrics, time.perf_counter() - started))
-                drift = _accumulated_drift(results)
+                drift = combined_drift(results)
                 row["drift"] = json.dumps(drift)
                 row["drift_total"] = sum(v * v for v in drift.values()) ** 0.5
             row["checkpoint"] = step in steps
@@ -351,16 +352,6 @@ def run_sequential(
     if context.edits_weights and weight_checksum(context.loaded.model) != checksum:
         raise RuntimeError(f"{context.method}: sequential edits were not restored exactly")
     return _concat(generations, GENERATION_COLUMNS), pd.DataFrame(log)
-
-
-def _accumulated_drift(results) -> dict[str, float]:
-    """Frobenius norm of the summed delta per edited parameter after all `results` so far."""
-    totals: dict[str, Any] = {}
-    for result in results:
-        for name, delta in result.deltas.items():
-            dense = delta.dense()
-            totals[name] = dense if name not in totals else totals[name] + dense
-    return {name: float(total.norm()) for name, total in totals.items()}
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
