@@ -42,7 +42,7 @@ _SHARED_DIMENSIONS = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "max_position_embeddings": 1024,
+    "max_position_embeddings": 4096,
 }
 
 
