@@ -32,7 +32,7 @@ GOOD = {"prompt": PROMPT, "target_new": TARGET, "edit_id": "good"}
         ),
         ({"prompt": PROMPT, "target_new": "  ", "edit_id": "bad"}, "empty target_new"),
         (
-            {"prompt": "x = 1\n" * 600, "target_new": TARGET, "edit_id": "bad"},
+            {"prompt": "x = 1\n" * 2000, "target_new": TARGET, "edit_id": "bad"},
             "longer than the model context",
         ),
     ],
