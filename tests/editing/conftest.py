@@ -1,7 +1,7 @@
 """Fixtures for the editing tests: tiny random models of each family and the tiny hyperparameters.
 
-Torch runs single-threaded here: on the shared 2-core CI machine two intra-op threads contend with
-other work and make tiny matmuls ~10x slower.
+Torch runs single-threaded in every test (tests/conftest.py): on the shared 2-core CI machine two
+intra-op threads contend with other work and make tiny matmuls ~10x slower.
 """
 
 from __future__ import annotations
@@ -9,17 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from editing_helpers import CONF
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

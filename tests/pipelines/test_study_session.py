@@ -1,0 +1,212 @@
+"""The study end to end in real Kedro sessions on the `tiny` environment.
+
+synthesis (a slice of HumanEval and MBPP) -> instant -> sequential -> evaluation with the tiny random
+Llama, the real editing methods, the real sandbox; then method selection with `namespaces`, API
+shards, and resuming a run killed mid-generation (a real subprocess).
+"""
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from apiedit_kedro.study.regimes import STUDY_METHODS
+
+pytestmark = pytest.mark.slow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
+SHARED_MBPP = PROJECT_ROOT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
+SLICE = {"synthesis_max_problems": 40}
+
+GENERATION_CONTRACT = {
+    "model",
+    "method",
+    "regime",
+    "edit_step",
+    "api_id",
+    "problem_id",
+    "subset",
+    "sample_idx",
+    "completion",
+    "finish_reason",
+    "gen_seconds",
+}
+EXECUTION_CONTRACT = GENERATION_CONTRACT - {"completion", "finish_reason", "gen_seconds"} | {
+    "world",
+    "compiles",
+    "asserts_passed",
+    "asserts_total",
+    "full_pass",
+    "error_type",
+    "error_message",
+    "new_api_calls",
+    "old_api_refs",
+    "pristine_full_pass",
+}
+PASS_AT_K_CONTRACT = {
+    "model",
+    "method",
+    "regime",
+    "edit_step",
+    "subset",
+    "level",
+    "k",
+    "value",
+    "n_problems",
+}
+
+
+def _mbpp_params() -> dict:
+    if MBPP.exists():
+        return {}
+    if SHARED_MBPP.exists():
+        return {"mbpp_path": str(SHARED_MBPP)}
+    pytest.skip("MBPP is not at data/01_raw/mbpp.jsonl (run scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory) -> Path:
+    """One full default study run on the tiny environment, shared by the checks below."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    root = tmp_path_factory.mktemp("study")
+    bootstrap_project(PROJECT_ROOT)
+    params = {"data_root": str(root), **SLICE, **_mbpp_params()}
+    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
+        s.run(pipeline_names=["synthesis"])
+    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
+        s.run(pipeline_names=["instant", "sequential", "evaluation"])
+    return root
+
+
+def _latest(root: Path, relative: str) -> pd.DataFrame:
+    versions = sorted((root / relative).iterdir())
+    assert versions, f"no version of {relative}"
+    return pd.read_parquet(versions[-1] / Path(relative).name)
+
+
+def test_every_method_and_regime_produces_contract_outputs(study_root):
+    run_dir = "07_model_output/tiny/all"
+    for method in STUDY_METHODS:
+        for regime in ("instant", "sequential"):
+            generations = _latest(study_root, f"{run_dir}/{method}/{regime}_generations.parquet")
+            assert set(generations.columns) >= GENERATION_CONTRACT
+            assert set(generations["method"]) == {method}
+            assert set(generations["regime"]) == {regime}
+            log = _latest(study_root, f"{run_dir}/{method}/{regime}_edit_log.parquet")
+            assert len(log) == 2  # conf/tiny: max_apis 2
+        results = _latest(study_root, f"{run_dir}/{method}/execution_results.parquet")
+        assert set(results.columns) >= EXECUTION_CONTRACT
+        assert set(results["world"]) == {"edited"}
+
+
+def test_instant_edits_are_restored_exactly(study_root):
+    for method in ("ft", "grace", "rome", "memit", "pmet"):
+        log = _latest(study_root, f"07_model_output/tiny/all/{method}/instant_edit_log.parquet")
+        assert log["restored_exact"].all()
+        assert log["edit_seconds"].gt(0).all()
+
+
+def test_pass_at_k_has_baseline_rows_for_every_table(study_root):
+    table = _latest(study_root, "08_reporting/tiny/all/pass_at_k.parquet")
+    assert set(table.columns) >= PASS_AT_K_CONTRACT
+    assert set(table["method"]) == set(STUDY_METHODS)
+    assert set(table["level"]) == {"compile", "partial", "full"}
+    assert set(table["k"]) == {1, 3, 5}  # conf/tiny samples n = 5
+    assert set(table["regime"]) == {"instant", "sequential"}
+    for (regime, step, subset), group in table.groupby(["regime", "edit_step", "subset"]):
+        assert "none" in set(group["method"]), (regime, step, subset)
+    assert table["value"].between(0, 1).all()
+    metrics = _latest(study_root, "08_reporting/tiny/all/edit_metrics.parquet")
+    assert set(metrics["method"]) == set(STUDY_METHODS)
+
+
+def test_namespaces_and_shards_select_what_they_say(study_root):
+    from kedro.framework.session import KedroSession
+
+    params = {"data_root": str(study_root), "api_shard": "2/2", **SLICE, **_mbpp_params()}
+    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
+        s.run(pipeline_names=["instant"], namespaces=["rome"])
+    shard_dir = study_root / "07_model_output" / "tiny" / "shard_2_of_2"
+    assert sorted(path.name for path in shard_dir.iterdir()) == ["rome"]
+    shard_log = _latest(
+        study_root, "07_model_output/tiny/shard_2_of_2/rome/instant_edit_log.parquet"
+    )
+    full_log = _latest(study_root, "07_model_output/tiny/all/rome/instant_edit_log.parquet")
+    requests = _latest(study_root, "05_model_input/edit_requests.parquet").sort_values("seq_order")
+    # Shard 2 of 2 deals every second request in seq_order; conf/tiny caps at 2 per run.
+    assert list(shard_log["api_id"]) == list(requests["api_id"].iloc[1::2].head(2))
+    assert set(shard_log["api_id"]) != set(full_log["api_id"])
+
+
+def _cache_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=5) as connection:
+            return connection.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_killed_run_resumes_without_regenerating(study_root, tmp_path):
+    """Kill `kedro run` mid-generation, run it again: finished samples come from the cache."""
+    data_root = tmp_path / "resume"
+    # Reuse the synthesis outputs of the shared run under a fresh data root (fresh caches).
+    for relative in ("03_primary", "05_model_input"):
+        shutil.copytree(study_root / relative, data_root / relative)
+    params = [f"data_root={data_root}", "generation.batch_size=1", "generation.n_samples=5"]
+    params += [f"{key}={value}" for key, value in {**SLICE, **_mbpp_params()}.items()]
+    command = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        "--env=tiny",
+        "--pipeline=instant",
+        "--namespaces=none",
+        f"--params={','.join(params)}",
+    ]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    cache = data_root / "07_model_output" / "cache" / "generations.sqlite"
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while _cache_rows(cache) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    kept = _cache_rows(cache)
+    assert kept >= 3
+
+    finished = subprocess.run(
+        command, check=False, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    log = finished.stdout + finished.stderr
+    counts = [
+        re.search(r"(\d+) of (\d+) samples cached, (\d+) to generate", line)
+        for line in log.splitlines()
+    ]
+    counts = [match for match in counts if match]
+    assert counts, log[-3000:]
+    assert int(counts[0].group(1)) >= 3  # the killed run's samples are reused...
+    generated = sum(int(match.group(3)) for match in counts)
+    assert generated == _cache_rows(cache) - kept  # ...and never generated again
