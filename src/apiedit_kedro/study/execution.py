@@ -15,20 +15,11 @@ from typing import Any
 import pandas as pd
 
 from apiedit_kedro.sandbox import execute
+from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.store import JsonStore
 
 logger = logging.getLogger(__name__)
 
-GENERATION_KEYS = (
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "api_id",
-    "problem_id",
-    "subset",
-    "sample_idx",
-)
 RESULT_FIELDS = (
     "compiles",
     "syntax_ok",

@@ -37,6 +37,7 @@ from apiedit_kedro.models.cache import GenerationCache, generate_cached
 from apiedit_kedro.models.generation import DecodingParams
 from apiedit_kedro.models.loading import LoadedModel
 from apiedit_kedro.models.prompts import program_from_output
+from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.prompting import doc_preamble, generation_prompt
 from apiedit_kedro.study.selection import checkpoints, problems_for_api
 from apiedit_kedro.study.store import JsonStore
@@ -46,14 +47,7 @@ logger = logging.getLogger(__name__)
 BASELINE_METHODS = ("none", "prepend_doc")
 STUDY_METHODS = (*BASELINE_METHODS, *EDITING_METHODS)
 GENERATION_COLUMNS = [
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "api_id",
-    "problem_id",
-    "subset",
-    "sample_idx",
+    *GENERATION_KEYS,
     "completion",
     "program",
     "finish_reason",

@@ -1,0 +1,13 @@
+"""Column names that the study's datasets share (DESIGN.md contracts)."""
+
+# The keys of one generated sample; `*_generations` and `execution_results` both start with them.
+GENERATION_KEYS = (
+    "model",
+    "method",
+    "regime",
+    "edit_step",
+    "api_id",
+    "problem_id",
+    "subset",
+    "sample_idx",
+)
