@@ -34,6 +34,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from apiedit_kedro.problems import mbpp
+
 HUMANEVAL_STOP_SEQUENCES = (
     "\nclass",
     "\ndef",
@@ -48,10 +50,6 @@ MBPP_STOP_SEQUENCES = ("[DONE]",)
 MBPP_SHOT_IDS = (2, 3, 4)
 FORMATS = ("humaneval", "mbpp", "chat")
 
-_MBPP_HEADER = (
-    "You are an expert Python programmer, and here is your task: {text} "
-    "Your code should pass these tests:\n\n{tests}\n[BEGIN]\n"
-)
 _CHAT_INSTRUCTION = (
     "Complete the following Python function. Answer with the complete function in one "
     "```python code block.\n\n```python\n{prompt}```"
@@ -96,22 +94,16 @@ def humaneval_prompt(record: Mapping[str, Any]) -> str:
 
 def mbpp_prompt(task: Mapping[str, Any], shots: Sequence[Mapping[str, Any]]) -> str:
     """The 3-shot MBPP prompt for `task`; `shots` are MBPP records (normally ids 2, 3, 4)."""
-    blocks = []
+
+    def block(record: Mapping[str, Any], label: str) -> str:
+        tests = [str(test).strip() for test in _field(record, "test_list", label)]
+        return mbpp.task_prompt_block(str(_field(record, "text", label)), tests)
+
+    shot_pairs = []
     for shot in shots:
         label = f"MBPP shot {shot.get('task_id', '?')}"
-        header = _MBPP_HEADER.format(
-            text=_field(shot, "text", label), tests=_tests_block(_field(shot, "test_list", label))
-        )
-        # MBPP's reference code uses \r\n line ends; the prompt uses \n throughout.
-        code = str(_field(shot, "code", label)).replace("\r\n", "\n").strip()
-        blocks.append(f"{header}{code}\n[DONE]\n")
-    label = f"MBPP task {task.get('task_id', '?')}"
-    blocks.append(
-        _MBPP_HEADER.format(
-            text=_field(task, "text", label), tests=_tests_block(_field(task, "test_list", label))
-        )
-    )
-    return "\n".join(blocks)
+        shot_pairs.append((block(shot, label), str(_field(shot, "code", label))))
+    return mbpp.few_shot_prompt(block(task, f"MBPP task {task.get('task_id', '?')}"), shot_pairs)
 
 
 def chat_prompt(

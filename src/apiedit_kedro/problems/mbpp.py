@@ -7,6 +7,7 @@ block of the task itself; the shots around it are formatted by `apiedit_kedro.mo
 
 import ast
 import warnings
+from collections.abc import Sequence
 
 PROMPT_FORMAT = "mbpp_3shot"
 FEW_SHOT_IDS = range(1, 11)
@@ -31,6 +32,19 @@ def task_prompt_block(text: str, tests: list[str]) -> str:
         f"You are an expert Python programmer, and here is your task: {text.strip()} "
         f"Your code should pass these tests:\n\n{asserts}\n"
     )
+
+
+def few_shot_prompt(task_block: str, shots: Sequence[tuple[str, str]]) -> str:
+    """The standard 3-shot prompt: each shot's block with its code between `[BEGIN]` and `[DONE]`,
+    then the task's block and `[BEGIN]`; blocks are separated by one blank line.
+
+    `shots` are (block, reference code) pairs; MBPP's `\\r\\n` line ends become `\\n`.
+    """
+    blocks = []
+    for block, code in shots:
+        unix_code = code.replace("\r\n", "\n").strip()
+        blocks.append(f"{block}[BEGIN]\n{unix_code}\n[DONE]\n")
+    return "\n".join([*blocks, f"{task_block}[BEGIN]\n"])
 
 
 def entry_point(code: str, tests: list[str], *, task_id: int) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from apiedit_kedro.models.prompts import chat_prompt
+from apiedit_kedro.problems.mbpp import few_shot_prompt
 
 MBPP_SHOT_PROBLEM_IDS = ("MBPP/2", "MBPP/3", "MBPP/4")
 PROGRAM_FORMATS = {"humaneval_completion": "humaneval", "mbpp_3shot": "mbpp"}
@@ -37,14 +38,6 @@ def mbpp_shots(problems: pd.DataFrame) -> list[dict[str, Any]]:
         )
     order = {pid: i for i, pid in enumerate(MBPP_SHOT_PROBLEM_IDS)}
     return sorted(shots.to_dict("records"), key=lambda row: order[row["problem_id"]])
-
-
-def _mbpp_few_shot(task_block: str, shots: Sequence[Mapping[str, Any]]) -> str:
-    blocks = [
-        f"{shot['prompt']}[BEGIN]\n{str(shot['reference_solution']).strip()}\n[DONE]\n"
-        for shot in shots
-    ]
-    return "\n".join([*blocks, f"{task_block}[BEGIN]\n"])
 
 
 def generation_prompt(
@@ -73,7 +66,12 @@ def generation_prompt(
     if prompt_format == "humaneval_completion":
         return GenerationPrompt(preamble + problem_prompt, "humaneval", problem_prompt)
     return GenerationPrompt(
-        preamble + _mbpp_few_shot(problem_prompt, shots), "mbpp", problem_prompt
+        preamble
+        + few_shot_prompt(
+            problem_prompt, [(shot["prompt"], str(shot["reference_solution"])) for shot in shots]
+        ),
+        "mbpp",
+        problem_prompt,
     )
 
 

@@ -1,0 +1,62 @@
+"""Model inputs built from benchmark rows: completion formats, the doc preamble, chat errors."""
+
+import pytest
+
+from apiedit_kedro.models.prompts import PromptFormatError, program_from_output
+from apiedit_kedro.models.tiny import build_tiny_tokenizer
+from apiedit_kedro.study.prompting import doc_preamble, generation_prompt, mbpp_shots
+
+
+def test_humaneval_rows_are_continued_and_prepend_doc_only_adds_comments(mini_benchmark):
+    row = mini_benchmark.iloc[0].to_dict()
+    plain = generation_prompt(row, prompt_style="completion", tokenizer=None, shots=[])
+    assert plain.text == row["prompt"] and plain.program_format == "humaneval"
+    preamble = doc_preamble(
+        [
+            {
+                "old_qualname": "math.sqrt",
+                "new_qualname": "math.square_root_v2",
+                "new_signature": "math.square_root_v2(x)",
+                "doc": "Square root.",
+            }
+        ]
+    )
+    with_doc = generation_prompt(
+        row, prompt_style="completion", tokenizer=None, shots=[], preamble=preamble
+    )
+    assert with_doc.text == preamble + row["prompt"]
+    assert all(line.startswith("#") for line in preamble.strip().splitlines())
+    # The program is the problem's prompt + completion, never the preamble.
+    program = program_from_output(
+        with_doc.program_format, with_doc.problem_prompt, "    return 1\n"
+    )
+    assert program == row["prompt"] + "    return 1\n"
+
+
+def test_mbpp_rows_get_the_three_shot_prompt(mini_problems):
+    shots = mbpp_shots(mini_problems)
+    row = {
+        "problem_id": "MBPP/11",
+        "prompt_format": "mbpp_3shot",
+        "prompt": "You are an expert Python programmer, and here is your task: t "
+        "Your code should pass these tests:\n\nassert g() == 2\n",
+    }
+    prompt = generation_prompt(row, prompt_style="completion", tokenizer=None, shots=shots)
+    assert prompt.program_format == "mbpp"
+    assert prompt.text.count("[DONE]") == 3
+    assert prompt.text.endswith(row["prompt"] + "[BEGIN]\n")
+
+
+def test_missing_shots_and_unknown_formats_are_named(mini_problems, mini_benchmark):
+    with pytest.raises(ValueError, match="MBPP shot tasks"):
+        mbpp_shots(mini_problems.iloc[:2])
+    row = {**mini_benchmark.iloc[0].to_dict(), "prompt_format": "apps"}
+    with pytest.raises(ValueError, match="unknown prompt_format 'apps'"):
+        generation_prompt(row, prompt_style="completion", tokenizer=None, shots=[])
+    with pytest.raises(PromptFormatError, match="chat template"):
+        generation_prompt(
+            mini_benchmark.iloc[0].to_dict(),
+            prompt_style="chat",
+            tokenizer=build_tiny_tokenizer(),
+            shots=[],
+        )
