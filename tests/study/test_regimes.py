@@ -6,12 +6,14 @@ generation cache and the real sandbox.
 
 import json
 import logging
+import sqlite3
 
 import pandas as pd
 import pytest
 
 from apiedit_kedro.editing import weight_checksum
 from apiedit_kedro.models.cache import GenerationCache
+from apiedit_kedro.models.prompts import HUMANEVAL_STOP_SEQUENCES
 from apiedit_kedro.pipelines.evaluation.nodes import (
     combine_execution_results,
     compute_pass_at_k,
@@ -77,7 +79,7 @@ def run(tmp_path, mini_benchmark, mini_problems, mini_requests, mini_mapping, ti
 
 
 @pytest.mark.parametrize("method", ["none", "prepend_doc", "rome", "grace"])
-def test_instant_outputs_follow_the_contract(run, method):
+def test_instant_outputs_follow_the_contract(run, method, tmp_path):
     generations, log = run("instant", method)
     assert set(generations.columns) >= GENERATION_CONTRACT
     # 2 APIs x (1 reliability + 1 generalization for sqrt, 1 reliability for join, 1 specificity)
@@ -86,6 +88,15 @@ def test_instant_outputs_follow_the_contract(run, method):
     assert set(generations["subset"]) == {"reliability", "generalization", "specificity"}
     assert set(generations["method"]) == {method}
     assert list(log["api_id"]) == ["os.path.join", "math.sqrt"]  # seq_order
+    # HumanEval-format rows are generated with the format's stop sequences (bigcode's list).
+    for completion in generations["completion"]:
+        assert not any(stop in completion for stop in HUMANEVAL_STOP_SEQUENCES), completion
+    with sqlite3.connect(tmp_path / "generations.sqlite") as connection:
+        decodings = {
+            json.loads(row[0])["stop_sequences"].__repr__()
+            for row in connection.execute("SELECT DISTINCT decoding FROM generations")
+        }
+    assert decodings == {repr(list(HUMANEVAL_STOP_SEQUENCES))}
     assert log["restored_exact"].all()
     if method in ("rome", "grace"):
         assert {"rewrite_acc", "rephrase_acc", "locality", "edit_seconds"} <= set(log.columns)

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -36,9 +36,9 @@ from apiedit_kedro.metrics.edit_metrics import edit_metrics, next_token_predicti
 from apiedit_kedro.models.cache import GenerationCache, generate_cached
 from apiedit_kedro.models.generation import DecodingParams
 from apiedit_kedro.models.loading import LoadedModel
-from apiedit_kedro.models.prompts import program_from_output
+from apiedit_kedro.models.prompts import program_from_output, stop_sequences_for
 from apiedit_kedro.study.contracts import GENERATION_KEYS
-from apiedit_kedro.study.prompting import doc_preamble, generation_prompt
+from apiedit_kedro.study.prompting import GenerationPrompt, doc_preamble, generation_prompt
 from apiedit_kedro.study.selection import checkpoints, problems_for_api
 from apiedit_kedro.study.store import JsonStore
 
@@ -105,6 +105,39 @@ def _mapping_rows(context: StudyContext, api_ids: Sequence[str]) -> list[dict[st
     return [by_id.loc[api_id].to_dict() for api_id in api_ids]
 
 
+def _prompts(
+    context: StudyContext, problems: pd.DataFrame, world_api_ids: Sequence[str]
+) -> list[GenerationPrompt]:
+    preamble = ""
+    if context.method == "prepend_doc":
+        preamble = doc_preamble(_mapping_rows(context, world_api_ids))
+    return [
+        generation_prompt(
+            problem,
+            prompt_style=context.loaded.card.prompt_style,
+            tokenizer=context.loaded.tokenizer,
+            shots=context.shots,
+            preamble=preamble,
+        )
+        for problem in problems.to_dict("records")
+    ]
+
+
+def _decoding_for(context: StudyContext, program_format: str) -> DecodingParams:
+    """The run's decoding settings with the format's stop sequences and the card's own."""
+    stops = stop_sequences_for(
+        program_format, (*context.loaded.card.stop_sequences, *context.decoding.stop_sequences)
+    )
+    return replace(context.decoding, stop_sequences=stops)
+
+
+def _by_format(prompts: Sequence[GenerationPrompt]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(prompt.program_format, []).append(index)
+    return groups
+
+
 def _generate(
     context: StudyContext,
     problems: pd.DataFrame,
@@ -116,61 +149,55 @@ def _generate(
     weight_state: str,
 ) -> pd.DataFrame:
     """Samples for `problems` under the current weights, as `*_generations` rows."""
-    preamble = ""
-    if context.method == "prepend_doc":
-        preamble = doc_preamble(_mapping_rows(context, world_api_ids))
-    prompts = [
-        generation_prompt(
-            problem,
-            prompt_style=context.loaded.card.prompt_style,
-            tokenizer=context.loaded.tokenizer,
-            shots=context.shots,
-            preamble=preamble,
-        )
-        for problem in problems.to_dict("records")
-    ]
-    generations = generate_cached(
-        context.loaded.model,
-        context.loaded.tokenizer,
-        [prompt.text for prompt in prompts],
-        context.decoding,
-        cache=context.generation_cache,
-        card_fingerprint=context.loaded.card.fingerprint(),
-        weight_state=weight_state,
-        batch_size=context.batch_size,
-        context_length=context.loaded.card.context_length,
-    )
-    rows = []
+    prompts = _prompts(context, problems, world_api_ids)
     problem_rows = problems.to_dict("records")
     world = json.dumps(list(world_api_ids))
-    for generation in generations:
-        problem = problem_rows[generation.prompt_index]
-        prompt = prompts[generation.prompt_index]
-        rows.append(
-            {
-                "model": context.model_name,
-                "method": context.method,
-                "regime": regime,
-                "edit_step": edit_step,
-                "api_id": api_id_for[generation.prompt_index],
-                "problem_id": problem["problem_id"],
-                "subset": problem["subset"],
-                "sample_idx": generation.sample_idx,
-                "completion": generation.completion,
-                "program": program_from_output(
-                    prompt.program_format,
-                    prompt.problem_prompt,
-                    generation.completion,
-                    entry_point=str(problem["entry_point"]),
-                ),
-                "finish_reason": generation.finish_reason,
-                "new_tokens": generation.new_tokens,
-                "gen_seconds": generation.gen_seconds,
-                "world_api_ids": world,
-                "weight_state": weight_state,
-            }
+    rows = []
+    for program_format, indices in _by_format(prompts).items():
+        generations = generate_cached(
+            context.loaded.model,
+            context.loaded.tokenizer,
+            [prompts[i].text for i in indices],
+            _decoding_for(context, program_format),
+            cache=context.generation_cache,
+            card_fingerprint=context.loaded.card.fingerprint(),
+            weight_state=weight_state,
+            batch_size=context.batch_size,
+            # a chat template already starts with the BOS token
+            add_special_tokens=program_format != "chat",
+            context_length=context.loaded.card.context_length,
         )
-    return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        for generation in generations:
+            index = indices[generation.prompt_index]
+            problem, prompt = problem_rows[index], prompts[index]
+            rows.append(
+                {
+                    "model": context.model_name,
+                    "method": context.method,
+                    "regime": regime,
+                    "edit_step": edit_step,
+                    "api_id": api_id_for[index],
+                    "problem_id": problem["problem_id"],
+                    "subset": problem["subset"],
+                    "sample_idx": generation.sample_idx,
+                    "completion": generation.completion,
+                    "program": program_from_output(
+                        prompt.program_format,
+                        prompt.problem_prompt,
+                        generation.completion,
+                        entry_point=str(problem["entry_point"]),
+                    ),
+                    "finish_reason": generation.finish_reason,
+                    "new_tokens": generation.new_tokens,
+                    "gen_seconds": generation.gen_seconds,
+                    "world_api_ids": world,
+                    "weight_state": weight_state,
+                    "order": index,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=[*GENERATION_COLUMNS, "order"])
+    frame = frame.sort_values(["order", "sample_idx"], kind="stable")
+    return frame.drop(columns="order").reset_index(drop=True)
 
 
 def _apply_one(context: StudyContext, request: Mapping[str, Any]):
@@ -272,23 +299,16 @@ def run_instant(context: StudyContext, requests: pd.DataFrame) -> tuple[pd.DataF
 def _all_cached(
     context: StudyContext, problems: pd.DataFrame, state: str, world_api_ids: Sequence[str]
 ) -> bool:
-    preamble = ""
-    if context.method == "prepend_doc":
-        preamble = doc_preamble(_mapping_rows(context, world_api_ids))
+    prompts = _prompts(context, problems, world_api_ids)
     keys = []
-    for problem in problems.to_dict("records"):
-        prompt = generation_prompt(
-            problem,
-            prompt_style=context.loaded.card.prompt_style,
-            tokenizer=context.loaded.tokenizer,
-            shots=context.shots,
-            preamble=preamble,
-        )
+    for program_format, indices in _by_format(prompts).items():
+        decoding = _decoding_for(context, program_format)
         keys.extend(
             context.generation_cache.key(
-                context.loaded.card.fingerprint(), state, prompt.text, context.decoding, sample
+                context.loaded.card.fingerprint(), state, prompts[i].text, decoding, sample
             )
-            for sample in range(context.decoding.n_samples)
+            for i in indices
+            for sample in range(decoding.n_samples)
         )
     return len(context.generation_cache.get_many(keys)) == len(set(keys))
 
