@@ -12,7 +12,7 @@ import keyword
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from apiedit_kedro.apis.mapping import ApiMapping, MappingError
+from apiedit_kedro.apis.mapping import RECORD_FIELDS, ApiMapping, MappingError
 
 KINDS = ("rename", "relocate")
 USAGE_FIELDS = {
@@ -23,17 +23,7 @@ USAGE_FIELDS = {
     "rename_keywords": {"map"},
 }
 REQUIRED_FIELDS = ("old", "new", "kind", "usage", "old_signature", "new_signature", "doc")
-MAPPING_COLUMNS = [
-    "api_id",
-    "old_qualname",
-    "new_qualname",
-    "kind",
-    "old_signature",
-    "new_signature",
-    "doc",
-    "impl",
-    "changes_usage",
-]
+MAPPING_COLUMNS = [*RECORD_FIELDS, "changes_usage"]
 
 
 class CatalogError(ValueError):
