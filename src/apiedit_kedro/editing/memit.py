@@ -142,19 +142,23 @@ def _to_residual_space(
     return _post_norm(anatomy, layer, mlp_out + change) - _post_norm(anatomy, layer, mlp_out)
 
 
-def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
-    model, tokenizer, anatomy = ctx.model, ctx.tokenizer, ctx.anatomy
-    hparams, covariance = ctx.hparams, ctx.covariance
-    check_loss_layer(anatomy, hparams, "memit")
-    if covariance is None:
+def prepare_batches(ctx: EditContext, encs: list[EncodedRequest], method: str):
+    """The checks MEMIT and PMET share, then (last edited layer, one batch per request)."""
+    check_loss_layer(ctx.anatomy, ctx.hparams, method)
+    if ctx.covariance is None:
         raise ValueError(
-            "memit needs covariance statistics; pass covariance= (see load_or_compute_covariance)"
+            f"{method} needs covariance statistics; pass covariance= (see "
+            "load_or_compute_covariance)"
         )
-    last = max(hparams.layers)
     prefixes = context_prefixes(
-        model, tokenizer, hparams.context_template_length_params, hparams.seed
+        ctx.model, ctx.tokenizer, ctx.hparams.context_template_length_params, ctx.hparams.seed
     )
-    batches = [build_batch(tokenizer, enc, prefixes) for enc in encs]
+    return max(ctx.hparams.layers), [build_batch(ctx.tokenizer, enc, prefixes) for enc in encs]
+
+
+def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
+    model, anatomy, hparams = ctx.model, ctx.anatomy, ctx.hparams
+    last, batches = prepare_batches(ctx, encs, "memit")
     site = anatomy.decoder_layer(last)
     columns, losses, steps = [], [], []
     for batch in batches:

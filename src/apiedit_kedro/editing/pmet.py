@@ -12,28 +12,17 @@ import math
 
 import torch
 
-from apiedit_kedro.editing.memit import _outputs_at_key, spread_over_layers
+from apiedit_kedro.editing.memit import _outputs_at_key, prepare_batches, spread_over_layers
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
-from apiedit_kedro.editing.rome import check_loss_layer
-from apiedit_kedro.editing.target import build_batch, context_prefixes, optimise_targets
+from apiedit_kedro.editing.target import optimise_targets
 
 __all__ = ["pmet_edit"]
 
 
 def pmet_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
-    model, tokenizer, anatomy = ctx.model, ctx.tokenizer, ctx.anatomy
-    hparams, covariance = ctx.hparams, ctx.covariance
-    check_loss_layer(anatomy, hparams, "pmet")
-    if covariance is None:
-        raise ValueError(
-            "pmet needs covariance statistics; pass covariance= (see load_or_compute_covariance)"
-        )
-    last = max(hparams.layers)
-    prefixes = context_prefixes(
-        model, tokenizer, hparams.context_template_length_params, hparams.seed
-    )
-    batches = [build_batch(tokenizer, enc, prefixes) for enc in encs]
+    model, anatomy, hparams = ctx.model, ctx.anatomy, ctx.hparams
+    last, batches = prepare_batches(ctx, encs, "pmet")
     sites = [anatomy.o_proj(last), anatomy.mlp(last)]
     columns, losses, steps = [], [], []
     for batch in batches:
