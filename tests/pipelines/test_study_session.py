@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from design_contracts import EXECUTION_CONTRACT, GENERATION_CONTRACT, PASS_AT_K_CONTRACT
 
 from apiedit_kedro.study.regimes import STUDY_METHODS
 
@@ -26,43 +27,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
 SHARED_MBPP = PROJECT_ROOT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 SLICE = {"synthesis_max_problems": 40}
-
-GENERATION_CONTRACT = {
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "api_id",
-    "problem_id",
-    "subset",
-    "sample_idx",
-    "completion",
-    "finish_reason",
-    "gen_seconds",
-}
-EXECUTION_CONTRACT = GENERATION_CONTRACT - {"completion", "finish_reason", "gen_seconds"} | {
-    "world",
-    "compiles",
-    "asserts_passed",
-    "asserts_total",
-    "full_pass",
-    "error_type",
-    "error_message",
-    "new_api_calls",
-    "old_api_refs",
-    "pristine_full_pass",
-}
-PASS_AT_K_CONTRACT = {
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "subset",
-    "level",
-    "k",
-    "value",
-    "n_problems",
-}
 
 
 def _mbpp_params() -> dict:

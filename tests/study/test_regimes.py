@@ -10,6 +10,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
+from design_contracts import EXECUTION_CONTRACT, GENERATION_CONTRACT
 
 from apiedit_kedro.editing import weight_checksum
 from apiedit_kedro.models.cache import GenerationCache
@@ -23,31 +24,6 @@ from apiedit_kedro.pipelines.evaluation.nodes import (
 from apiedit_kedro.pipelines.study_nodes import run_regime
 from apiedit_kedro.study.store import JsonStore
 
-GENERATION_CONTRACT = {
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "api_id",
-    "problem_id",
-    "subset",
-    "sample_idx",
-    "completion",
-    "finish_reason",
-    "gen_seconds",
-}
-EXECUTION_CONTRACT = {
-    "world",
-    "compiles",
-    "asserts_passed",
-    "asserts_total",
-    "full_pass",
-    "error_type",
-    "error_message",
-    "new_api_calls",
-    "old_api_refs",
-    "pristine_full_pass",
-}
 STUDY = {"seed": 0, "max_apis": None, "max_problems_per_subset": 1, "specificity_sample": 1}
 
 
