@@ -129,7 +129,9 @@ def test_a_killed_run_resumes_without_regenerating(study_root, tmp_path):
     # Reuse the synthesis outputs of the shared run under a fresh data root (fresh caches).
     for relative in ("03_primary", "05_model_input"):
         shutil.copytree(study_root / relative, data_root / relative)
+    # One sample per batch and long completions: the run is slow enough to be caught mid-way.
     params = [f"data_root={data_root}", "generation.batch_size=1", "generation.n_samples=5"]
+    params.append("generation.max_new_tokens=64")
     params += [f"{key}={value}" for key, value in {**SLICE, **_mbpp_params()}.items()]
     command = [
         sys.executable,
