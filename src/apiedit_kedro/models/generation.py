@@ -41,6 +41,7 @@ from transformers import (
 logger = logging.getLogger(__name__)
 
 FINISH_REASONS = ("stop", "eos", "length")
+_NUCLEUS_CANDIDATES = 1024
 
 
 class DecodingError(ValueError):
@@ -131,8 +132,16 @@ class _RowSeededSampler(LogitsProcessor):
 
 
 def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one)."""
-    sorted_probs, order = probabilities.sort(dim=-1, descending=True)
+    """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
+
+    Exact, but sorts only the top `_NUCLEUS_CANDIDATES` tokens when they already hold top_p of the
+    mass (a full sort of a 262k-token vocabulary costs more than the model's forward on CPU); any
+    token outside them has at least top_p of mass before it, so it is never kept.
+    """
+    k = min(_NUCLEUS_CANDIDATES, probabilities.shape[-1])
+    sorted_probs, order = probabilities.topk(k, dim=-1)
+    if not bool((sorted_probs.sum(dim=-1) >= top_p).all()):
+        sorted_probs, order = probabilities.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
     return torch.zeros_like(probabilities).scatter(-1, order, sorted_probs)
