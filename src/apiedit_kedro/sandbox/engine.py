@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from apiedit_kedro.sandbox.pool import (
-    SandboxStartupError,
     default_worker_count,
     get_pool,
     shutdown_pool,
@@ -51,8 +50,10 @@ def execute(
     ) as bar:
         try:
             results = pool.run(tasks, lambda: bar.update(1))
-        except SandboxStartupError:
-            shutdown_pool()  # a broken pool must not be reused by the next call
+        except BaseException:
+            # An interrupted or broken pool must not be reused: its pipes may still hold
+            # replies of this batch, and its workers may still be running its samples.
+            shutdown_pool(abort=True)
             raise
     elapsed = time.monotonic() - started
     logger.info(

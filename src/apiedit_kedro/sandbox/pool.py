@@ -13,7 +13,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -32,6 +34,7 @@ _HUNG_WORKER_GRACE_S = 30.0
 _SHUTDOWN_JOIN_S = 2.0
 _QUEUE_DEPTH = 2
 _MAX_STARTUP_DEATHS = 3
+_START_ATTEMPTS = 3
 _BASE_PREFIX = "apiedit-sandbox-"
 
 
@@ -63,7 +66,7 @@ def default_worker_count() -> int:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    served: int = 0  # results returned; 0 at death = it died starting up
+    ready: bool = False  # sent its ready handshake; a death before it is a start-up failure
 
 
 class SandboxStartupError(RuntimeError):
@@ -107,16 +110,30 @@ class WorkerPool:
         self._startup_deaths = 0
 
     def _start_worker(self) -> _Worker:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker_module.serve,
-            args=(child_end, self.base_dir),
-            name="apiedit-sandbox-worker",
-            daemon=True,
+        """Start one worker; a forkserver that died (or was killed) is restarted and retried."""
+        last_error: BaseException | None = None
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            parent_end, child_end = self._context.Pipe(duplex=True)
+            process = self._context.Process(
+                target=worker_module.serve,
+                args=(child_end, self.base_dir),
+                name="apiedit-sandbox-worker",
+                daemon=True,
+            )
+            try:
+                process.start()
+            except (EOFError, OSError) as error:
+                parent_end.close()
+                child_end.close()
+                logger.warning("sandbox: worker start %d failed (%r)", attempt, error)
+                last_error = error
+                continue
+            child_end.close()
+            return _Worker(process, parent_end)
+        raise SandboxStartupError(
+            f"could not start a sandbox worker in {_START_ATTEMPTS} attempts: the forkserver "
+            f"keeps failing ({last_error!r})"
         )
-        process.start()
-        child_end.close()
-        return _Worker(process, parent_end)
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -124,9 +141,10 @@ class WorkerPool:
     def _replace(self, dead: _Worker) -> None:
         with contextlib.suppress(Exception):
             dead.process.kill()
+        _kill_orphaned_worker(dead.process.pid)
         dead.process.join(timeout=_SHUTDOWN_JOIN_S)
         dead.conn.close()
-        self._startup_deaths = self._startup_deaths + 1 if dead.served == 0 else 0
+        self._startup_deaths = 0 if dead.ready else self._startup_deaths + 1
         if self._startup_deaths >= _MAX_STARTUP_DEATHS:
             raise SandboxStartupError(
                 f"sandbox workers died {self._startup_deaths} times before serving a sample "
@@ -145,6 +163,9 @@ class WorkerPool:
         waiting for this process to be scheduled (on a busy machine that hand-off took ms).
         Tasks queued behind the one a dead worker was running are resubmitted, not lost.
         """
+        # A reply carries the batch id and request index it answers: anything else in a pipe
+        # (a reply left over from an interrupted call, or a forged line) is discarded.
+        batch_id = secrets.token_hex(8)
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         queues: dict[int, _Queue] = {}  # id(worker) -> its in-flight tasks, oldest first
@@ -161,7 +182,7 @@ class WorkerPool:
             on_result()
 
         while pending or queues:
-            self._fill(tasks, pending, queues)
+            self._fill(batch_id, tasks, pending, queues)
             if not queues:
                 continue
             nearest = min(queue.give_up for queue in queues.values())
@@ -172,12 +193,14 @@ class WorkerPool:
                 worker = queue.worker
                 if worker.conn in ready:
                     try:
-                        index, result = worker.conn.recv()
+                        message = worker.conn.recv()
                     except (EOFError, OSError):
                         fail_head(worker, self._death_reason(worker))
                         continue
-                    results[index] = result
-                    worker.served += 1
+                    result = self._accept(worker, message, batch_id, queue.indexes[0])
+                    if result is None:
+                        continue
+                    results[queue.indexes[0]] = result
                     queue.pop_head(tasks)
                     if not queue.indexes:
                         del queues[id(worker)]
@@ -188,15 +211,48 @@ class WorkerPool:
                     fail_head(worker, "worker hung past the sample deadline; it was killed")
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _accept(
+        worker: _Worker, message: Any, batch_id: str, expected_index: int
+    ) -> dict[str, Any] | None:
+        """The result in `message` if it answers this batch's `expected_index`, else None."""
+        if isinstance(message, tuple) and message[:1] == (worker_module.REPLY_READY,):
+            worker.ready = True
+            return None
+        if (
+            isinstance(message, tuple)
+            and len(message) == 4
+            and message[0] == worker_module.REPLY_RESULT
+            and message[1] == batch_id
+            and message[2] == expected_index
+            and isinstance(message[3], dict)
+        ):
+            return message[3]
+        logger.warning(
+            "sandbox: discarded a reply from worker pid %s that does not answer request %d of "
+            "this batch",
+            worker.process.pid,
+            expected_index,
+        )
+        return None
+
     def _fill(
-        self, tasks: list[dict[str, Any]], pending: deque[int], queues: dict[int, _Queue]
+        self,
+        batch_id: str,
+        tasks: list[dict[str, Any]],
+        pending: deque[int],
+        queues: dict[int, _Queue],
     ) -> None:
         for worker in list(self._workers):
             queue = queues.get(id(worker))
+            if queue is None and pending and not worker.process.is_alive():
+                # Died while idle (e.g. its forkserver was killed): no sample of it is lost.
+                self._replace(worker)
+                continue
             while pending and (queue is None or len(queue.indexes) < _QUEUE_DEPTH):
                 index = pending.popleft()
                 try:
-                    worker.conn.send((index, tasks[index]))
+                    worker.conn.send((batch_id, index, tasks[index]))
                 except OSError:  # died while idle: nothing of it was lost, retry elsewhere
                     pending.appendleft(index)
                     if queue is None:
@@ -212,10 +268,14 @@ class WorkerPool:
         worker.process.join(timeout=_SHUTDOWN_JOIN_S)
         return f"sandbox worker process died (exit code {worker.process.exitcode}) on this sample"
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Stop every worker; `abort` kills them at once instead of letting samples finish."""
         for worker in self._workers:
             with contextlib.suppress(OSError):
-                worker.conn.send(None)
+                if abort:
+                    worker.process.kill()
+                else:
+                    worker.conn.send(None)
         for worker in self._workers:
             worker.process.join(timeout=_SHUTDOWN_JOIN_S)
             if worker.process.is_alive():
@@ -224,6 +284,25 @@ class WorkerPool:
             worker.conn.close()
         self._workers = []
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _kill_orphaned_worker(pid: int | None) -> None:
+    """SIGKILL a worker that outlived its forkserver.
+
+    When the forkserver dies, its workers are reported dead (exit code 255: the status channel
+    closed) although they still run, orphaned. Only a process that is still a forkserver-started
+    Python is killed, so a reused pid of an unrelated process is never touched.
+    """
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            started_by_forkserver = b"multiprocessing.forkserver" in cmdline.read()
+    except OSError:
+        return
+    if started_by_forkserver:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class _PoolHolder:
@@ -248,11 +327,11 @@ def get_pool(size: int) -> WorkerPool:
     return pool
 
 
-def shutdown_pool() -> None:
+def shutdown_pool(*, abort: bool = False) -> None:
     """Stop the pool's workers (registered atexit; safe to call any time)."""
     pool, _PoolHolder.pool = _PoolHolder.pool, None
     if pool is not None and pool.owner_pid == os.getpid():
-        pool.close()
+        pool.close(abort=abort)
 
 
 atexit.register(shutdown_pool)

@@ -17,6 +17,8 @@ from typing import Any
 
 WORLDS = ("edited", "pristine")
 DEFAULT_MEMORY_LIMIT_MB = 1024
+# One hour: far beyond any benchmark sample, and far inside what poll(2) and setrlimit accept.
+MAX_TIMEOUT_S = 3600.0
 
 
 class SandboxRequestError(ValueError):
@@ -50,6 +52,10 @@ def _positive_seconds(index: int, field: str, value: Any) -> float:
     seconds = float(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise _fail(index, field, f"expected a finite number of seconds > 0, got {value!r}")
+    if seconds > MAX_TIMEOUT_S:
+        raise _fail(
+            index, field, f"{value!r} s is above the cap of {MAX_TIMEOUT_S:g} s; pass at most that"
+        )
     return seconds
 
 

@@ -39,6 +39,10 @@ from apiedit_kedro.sandbox.child import (
 
 logger = logging.getLogger(__name__)
 
+# The first element of every message a worker sends to the pool.
+REPLY_READY = "ready"
+REPLY_RESULT = "result"
+
 # Private handles, captured before the worker installs the guard over the public names.
 _fork = os.fork
 _kill = os.kill
@@ -55,6 +59,8 @@ _PIPE_BUFFER_BYTES = 1024 * 1024
 _REAP_GRACE_S = 2.0
 _WORLD_CACHE_SIZE = 64
 _PR_SET_CHILD_SUBREAPER = 36
+# poll(2) takes a C int of milliseconds; request validation caps timeouts far below this anyway.
+_MAX_POLL_MS = 2**31 - 1
 
 # Imported once per worker so children start warm and before RLIMIT_AS applies. Not numpy: its
 # ~100 extra memory mappings made every fork ~0.5 ms slower, and it imports fine in a child
@@ -148,8 +154,13 @@ def _worker_hit_guard(name: str) -> None:
 
 
 def serve(conn: Any, base_dir: str) -> None:
-    """Worker main loop (module-level so the forkserver can start it): one sample at a time."""
+    """Worker main loop (module-level so the forkserver can start it): one sample at a time.
+
+    The ready handshake tells the pool that start-up is over: a worker that dies before it is a
+    start-up failure, one that dies after it was killed by the sample it was running.
+    """
     prepare_worker(base_dir)
+    conn.send((REPLY_READY, os.getpid()))
     while True:
         try:
             message = conn.recv()
@@ -157,13 +168,13 @@ def serve(conn: Any, base_dir: str) -> None:
             return
         if message is None:
             return
-        index, task = message
+        batch_id, index, task = message
         try:
             result = run_sample(task)
         except Exception as exc:
             logger.exception("sandbox worker failed on request %d", index)
             result = failure_result(task, "sandbox_error", f"{type(exc).__name__}: {exc}")
-        conn.send((index, result))
+        conn.send((REPLY_RESULT, batch_id, index, result))
 
 
 @dataclass
@@ -340,6 +351,12 @@ def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _E
     os.close(write_fd)
     try:
         captured, killed = _collect(pid, read_fd, deadline)
+    except BaseException:
+        # Whatever went wrong while waiting, the child must not outlive this sample: a live
+        # child could still write into a pipe that a later sample's supervisor reads.
+        _kill_group(pid)
+        _reap(pid)
+        raise
     finally:
         os.close(read_fd)
     exit_code = _reap(pid)
@@ -375,8 +392,8 @@ def _collect(pid: int, read_fd: int, deadline: float) -> tuple[bytes, bool]:
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        remaining = deadline - time.monotonic()
-        exited = remaining > 0 and bool(poller.poll(max(1, math.ceil(remaining * 1000))))
+        remaining_ms = min(math.ceil((deadline - time.monotonic()) * 1000), _MAX_POLL_MS)
+        exited = remaining_ms > 0 and bool(poller.poll(max(1, remaining_ms)))
     finally:
         os.close(pidfd)
     # Kill the whole group (also after a normal exit: stray descendants must not outlive it).

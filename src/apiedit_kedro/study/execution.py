@@ -115,7 +115,15 @@ def execute_cached(
         chunk = missing[start : start + chunk_size]
         results = execute([requests[i] for i in chunk], workers=workers, progress=True)
         fresh = {keys[i]: result for i, result in zip(chunk, results, strict=True)}
-        store.put_many(fresh)
+        # A sandbox_error says the harness failed (a worker died, a hung worker was killed),
+        # not how the program behaves: it is returned but not stored, so a rerun retries it.
+        store.put_many(
+            {
+                key: result
+                for key, result in fresh.items()
+                if result["error_type"] != "sandbox_error"
+            }
+        )
         known.update(fresh)
     return [known[key] for key in keys]
 
