@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +175,9 @@ class TargetResult:
     initial: list[torch.Tensor]
     loss: float
     steps: int
+    # Per forward: (every target token was the argmax, the NLL weight used). Only PMET's
+    # adaptive rule makes the weight depend on the first; the trace lets tests check the rule.
+    schedule: list[tuple[bool, float]] = field(default_factory=list)
 
 
 def optimise_targets(
@@ -188,8 +191,10 @@ def optimise_targets(
 ) -> TargetResult:
     """Optimise one δ per site (added at the key positions) so the target tokens become likely.
 
-    ``adaptive_nll`` is PMET's rule: once every target token is the argmax, the NLL weight drops to
-    0.1·factor and the loop stops when the KL term is ≤ 0.01.
+    ``adaptive_nll`` is PMET's rule, as its reference implementation runs it: at every step where
+    every target token is the argmax the NLL weight is 0.1·factor, and at every step where one is
+    not it is back at the full factor (the drop is no one-way switch); at an argmax step the loop
+    stops once the weighted KL term, kl_factor·KL, is ≤ 0.01.
     """
     device = next(model.parameters()).device
     inputs = _to(batch, device)
@@ -210,7 +215,7 @@ def optimise_targets(
     kl_row = len(batch.key_positions) - 1
     initial: list[torch.Tensor] = []
     reference_kl: torch.Tensor | None = None
-    alpha = nll_factor
+    schedule: list[tuple[bool, float]] = []
     loss_value, step = float("nan"), 0
     targets_per_row = torch.bincount(target_rows, minlength=batch.n_rewrite).float()
     frozen = [p.requires_grad for p in model.parameters()]
@@ -234,14 +239,13 @@ def optimise_targets(
                 reference_kl = kl_log_probs.detach()
             kl = F.kl_div(reference_kl, kl_log_probs, log_target=True, reduction="batchmean")
             decay = sum(d.norm() / h.norm() ** 2 for d, h in zip(deltas, initial, strict=True))
-            if adaptive_nll and bool((logits.argmax(-1) == target_ids).all()):
-                alpha = 0.1 * nll_factor
-                if kl.item() <= 0.01:
-                    loss_value = float(
-                        alpha * nll + hparams.kl_factor * kl + hparams.v_weight_decay * decay
-                    )
-                    break
+            argmax_reached = bool((logits.argmax(-1) == target_ids).all())
+            alpha = 0.1 * nll_factor if adaptive_nll and argmax_reached else nll_factor
+            schedule.append((argmax_reached, alpha))
             loss = alpha * nll + hparams.kl_factor * kl + hparams.v_weight_decay * decay
+            if adaptive_nll and argmax_reached and hparams.kl_factor * kl.item() <= 0.01:
+                loss_value = float(loss.detach())
+                break
             loss_value = float(loss.detach())
             logger.debug(
                 "step %d: loss %.4f (nll %.4f, kl %.4f)", step, loss_value, nll.item(), kl.item()
@@ -260,7 +264,7 @@ def optimise_targets(
         for parameter, flag in zip(model.parameters(), frozen, strict=True):
             parameter.requires_grad_(flag)
     logger.debug("target optimisation: loss %.4f after %d forwards", loss_value, step)
-    return TargetResult([d.detach() for d in deltas], initial, loss_value, step)
+    return TargetResult([d.detach() for d in deltas], initial, loss_value, step, schedule)
 
 
 def _forward_with_deltas(model, inputs, sites, where, deltas):
