@@ -131,13 +131,21 @@ class _ScopeWalker(ast.NodeVisitor):
     def enter(self, node: ast.AST) -> _Scope:
         raise NotImplementedError
 
+    # Annotations are never visited: programs run with PEP 563 semantics (the sandbox compiles
+    # them with the `annotations` future flag on purpose), so an annotation is never evaluated
+    # and naming a removed API in one is not a use of it.
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.on_definition(node.name, node)
-        for expr in [*node.decorator_list, *_defaults(node.args), *_annotations(node)]:
+        for expr in [*node.decorator_list, *_defaults(node.args)]:
             self.visit(expr)
         self._in_scope(node, node.body)
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         for expr in _defaults(node.args):
@@ -180,14 +188,6 @@ class _ScopeWalker(ast.NodeVisitor):
 
 def _defaults(arguments: ast.arguments) -> list[ast.expr]:
     return [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
-
-
-def _annotations(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.expr]:
-    arguments = node.args
-    params = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
-    params += [p for p in (arguments.vararg, arguments.kwarg) if p is not None]
-    found = [p.annotation for p in params if p.annotation is not None]
-    return found + ([node.returns] if node.returns is not None else [])
 
 
 def _parameter_names(arguments: ast.arguments) -> list[str]:

@@ -29,7 +29,7 @@ allowed above the worker's size, default 1024).
 
 Result keys: compiles, syntax_ok, load_ok, asserts_passed, asserts_total, full_pass, error_type,
 error_message, new_api_calls, new_api_calls_by_api (JSON), old_api_refs, new_api_refs, timed_out,
-seconds; plus raw_full_pass (full pass ignoring the static removed-API check), failed_stage
+tamper_suspect, seconds; plus raw_full_pass (full pass ignoring the static removed-API check), failed_stage
 ("syntax" | "static" | "load" | "setup" | "tests" | "sandbox" | "") and unit_passed ("1"/"0" per
 counted unit).
 
@@ -54,8 +54,19 @@ error_type vocabulary ("" only for a full pass):
 - "early_exit": the program exited (sys.exit, os._exit) before the tests finished.
 - "no_tests": everything ran but there was no non-constant unit to check.
 - "sandbox_error": the sandbox failed (worker died, internal error); not the program's fault.
+- "static_scan_failed": the removed-API scan hit its 2 s deadline or Python's recursion limit
+  (huge or deeply nested programs); nothing ran and the sample does not compile.
+- "tamper_suspect": the run passed, but the program's source names a route into the harness
+  (frames, gc, tracing, closures, `__globals__`, `__mro__`/`__subclasses__`, ctypes, inspect,
+  `apiedit_kedro`); such a sample never counts as a pass (`tamper_suspect` is True).
 - otherwise the Python exception class of the first failure, in stage order load -> setup ->
-  units (e.g. "AssertionError", "NameError", "ImportError", "TypeError", "RecursionError").
+  units (e.g. "AssertionError", "NameError", "ImportError", "TypeError", "RecursionError"). Only
+  real built-in classes keep their bare name; a class the program defined is reported as
+  "program.<Name>", so a look-alike named "timeout" or "GuardViolation" cannot pose as a verdict.
+
+Programs and tests are compiled with PEP 563 semantics on purpose (annotations are never
+evaluated) and nothing is inherited from the harness's own future imports; the static scan does
+not count a name that appears only in annotations as a use.
 """
 
 from apiedit_kedro.sandbox.engine import execute

@@ -77,6 +77,15 @@ class UnitTimeout(BaseException):
     """Raised by the per-unit SIGALRM budget (BaseException so `except Exception` cannot eat it)."""
 
 
+# Captured at import, in the worker, before any world or program can replace a built-in name.
+_TRUSTED_EXCEPTIONS: dict[str, type] = {
+    name: value
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
+_TRUSTED_EXCEPTIONS.update(GuardViolation=GuardViolation, UnitTimeout=UnitTimeout)
+
+
 @dataclass(frozen=True)
 class ChildPlan:
     """Everything the child needs, prepared by the worker before `fork`."""
@@ -97,10 +106,25 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")[:MESSAGE_LIMIT]
 
 
+def _exception_name(exc: BaseException) -> str:
+    """The class name of a built-in or harness exception; ``program.<name>`` for any other.
+
+    A program can define ``class timeout(Exception)`` or ``class GuardViolation(Exception)``:
+    only the real classes (compared by identity) may produce a name that the harness maps to
+    one of its own verdicts, so a raised look-alike can never pose as a timeout or a sandbox
+    failure.
+    """
+    cls = _type(exc)
+    name = cls.__name__
+    if _TRUSTED_EXCEPTIONS.get(name) is cls:
+        return name
+    return f"program.{name}"
+
+
 def _describe(exc: BaseException) -> tuple[str, str]:
     # The program may define exceptions whose __str__ raises or lies about its type name.
     try:
-        name = _type(exc).__name__
+        name = _exception_name(exc)
     except BaseException:
         name = "BaseException"
     try:

@@ -10,7 +10,9 @@ subreaper, so descendants orphaned by the kill are reaped here too and no zombie
 """
 
 from __future__ import annotations
+import __future__
 
+import ast
 import contextlib
 import ctypes
 import fcntl
@@ -59,6 +61,10 @@ _PIPE_BUFFER_BYTES = 1024 * 1024
 _REAP_GRACE_S = 2.0
 _WORLD_CACHE_SIZE = 64
 _PR_SET_CHILD_SUBREAPER = 36
+# The static scan runs in the worker, outside the child's limits: a huge or deeply nested
+# program must not stall the worker (a 4 MB program once took 29.5 s to scan).
+STATIC_SCAN_DEADLINE_S = 2.0
+_PEP563_FLAG = __future__.annotations.compiler_flag
 # poll(2) takes a C int of milliseconds; request validation caps timeouts far below this anyway.
 _MAX_POLL_MS = 2**31 - 1
 
@@ -254,8 +260,19 @@ def failure_result(task: dict[str, Any], error_type: str, message: str) -> dict[
         "old_api_refs": 0,
         "new_api_refs": 0,
         "timed_out": False,
+        "tamper_suspect": False,
         "seconds": 0.0,
     }
+
+
+def compile_program(source: str, filename: str) -> Any:
+    """Compile sandboxed code with PEP 563 semantics, chosen here and nowhere inherited.
+
+    Annotations are never evaluated: a HumanEval signature such as ``-> int`` must not fail
+    when the world removed ``int``, and the static scan does not count annotations as uses.
+    ``dont_inherit`` keeps this module's own future imports out of the program.
+    """
+    return compile(source, filename, "exec", flags=_PEP563_FLAG, dont_inherit=True)
 
 
 class _CodeCache:
@@ -270,7 +287,7 @@ class _CodeCache:
         if code is None:
             if len(self._codes) >= self._limit:
                 self._codes.clear()
-            code = self._codes[source] = compile(source, "<test>", "exec")
+            code = self._codes[source] = compile_program(source, "<test>")
         return code
 
 
@@ -309,12 +326,23 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
     """Compile, scan, fork, supervise, reap; return the result record for one request."""
     started = time.monotonic()
     try:
-        program = compile(task["code"], "<solution>", "exec")
+        program = compile_program(task["code"], "<solution>")
     except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
         result = failure_result(task, "syntax_error", f"{type(exc).__name__}: {exc}")
         result["seconds"] = time.monotonic() - started
         return result
-    old_refs, new_refs = _static_refs(task)
+    try:
+        with _deadline(min(task["timeout_s"], STATIC_SCAN_DEADLINE_S)):
+            old_refs, new_refs = _static_refs(task)
+            tamper_suspect = bool(tamper_markers(task["code"]))
+    except (_ScanDeadline, RecursionError, MemoryError) as exc:
+        # No verdict on removed-API use is possible, so the sample cannot count as compiling.
+        reason = "deadline" if isinstance(exc, _ScanDeadline) else type(exc).__name__
+        result = failure_result(task, "static_scan_failed", f"static scan aborted: {reason}")
+        result["syntax_ok"] = True
+        result["failed_stage"] = "static"
+        result["seconds"] = time.monotonic() - started
+        return result
     temp_dir = _TEMP_DIRS.create()
     try:
         plan = ChildPlan(
@@ -333,8 +361,81 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
     finally:
         _TEMP_DIRS.remove(temp_dir)
     result = assemble_result(task, records, ending, old_refs, new_refs)
+    if tamper_suspect:
+        result["tamper_suspect"] = True
+        if result["full_pass"]:
+            result["full_pass"] = False
+            result["error_type"] = "tamper_suspect"
+            result["error_message"] = "passed, but the program introspects the harness"
     result["seconds"] = time.monotonic() - started
     return result
+
+
+class _ScanDeadline(Exception):
+    """The static scan of one program ran past its deadline."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise `_ScanDeadline` inside the block after `seconds` (SIGALRM; the worker is 1 thread)."""
+
+    def expire(signum, frame):
+        raise _ScanDeadline
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# Names through which a program can reach the harness's frames, closures, objects or memory,
+# i.e. rewrite its own verdict. Verdicts made inside the program's process can never be fully
+# tamper-proof; a program that uses these is flagged and does not count as a pass.
+_TAMPER_ATTRIBUTES = frozenset(
+    {
+        "_getframe",
+        "settrace",
+        "setprofile",
+        "get_objects",
+        "get_referrers",
+        "get_referents",
+        "__closure__",
+        "__globals__",
+        "__code__",
+        "f_back",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "gi_frame",
+        "cr_frame",
+        "tb_frame",
+        "__subclasses__",
+        "__mro__",
+    }
+)
+_TAMPER_MODULES = frozenset(
+    {"gc", "ctypes", "_ctypes", "inspect", "apiedit_kedro", "_posixsubprocess"}
+)
+
+
+def tamper_markers(code: str) -> list[str]:
+    """The introspection routes the program's source names (attribute, import or name)."""
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Attribute) and node.attr in _TAMPER_ATTRIBUTES:
+            found.append(node.attr)
+        elif isinstance(node, ast.Name) and node.id in _TAMPER_ATTRIBUTES:
+            found.append(node.id)
+        elif isinstance(node, ast.Constant) and node.value in _TAMPER_ATTRIBUTES:
+            found.append(node.value)  # getattr(frame, "f_back")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            modules.append(getattr(node, "module", None) or "")
+            found += [m for m in modules if m.split(".")[0] in _TAMPER_MODULES]
+    return found
 
 
 def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _Exit]:
@@ -584,4 +685,5 @@ def assemble_result(
         "timed_out": ending.killed_at_deadline
         or ending.exit_code == -signal.SIGXCPU
         or unit_timeouts,
+        "tamper_suspect": False,
     }

@@ -33,13 +33,21 @@ RESULT_FIELDS = (
     "old_api_refs",
     "new_api_refs",
     "timed_out",
+    "tamper_suspect",
     "seconds",
 )
+# Part of every execution's cache key: bumped when the sandbox's verdict for the same request
+# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag), so old entries rerun.
+SANDBOX_RESULT_VERSION = 2
 WORLDS = ("edited", "pristine")
 
 
 def _request_key(request: Mapping[str, Any]) -> str:
-    payload = json.dumps(request, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"request": request, "sandbox_result_version": SANDBOX_RESULT_VERSION},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

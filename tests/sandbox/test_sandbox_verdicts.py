@@ -1,0 +1,92 @@
+"""Verdicts a program cannot write for itself, and a static scan that cannot stall or crash.
+
+Real sandbox processes; each program below would have passed (or stalled the worker) before.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sandbox_helpers import ORDINARY_CODE, request, run
+from test_sandbox_world import mapping
+
+from apiedit_kedro.sandbox.worker import tamper_markers
+
+pytestmark = pytest.mark.timeout(120)
+
+INT_REMOVED = [mapping("builtins.int", "my_builtin_int", "relocate", {"usage": "same"})]
+
+
+@pytest.mark.parametrize(
+    "class_name", ["sandbox_error", "timeout", "GuardViolation", "UnitTimeout", "MemoryError"]
+)
+def test_a_raised_look_alike_cannot_pose_as_a_harness_verdict(class_name):
+    code = f"class {class_name}(Exception):\n    pass\n\nraise {class_name}('forged')\n"
+    result = run([request(code)])[0]
+    assert result["error_type"] == f"program.{class_name}"
+    assert not result["compiles"] and not result["full_pass"]
+
+
+def test_real_builtin_exceptions_keep_their_names():
+    result = run([request(ORDINARY_CODE, ["assert add_one(1) == 3"])])[0]
+    assert result["error_type"] == "AssertionError"
+    result = run([request("raise MemoryError\n")])[0]
+    assert result["error_type"] == "memory_limit"
+
+
+FRAME_FORGERY = "import sys\ndef add_one(x):\n    frame = sys._getframe(1)\n    return x + 1\n"
+
+
+def test_a_passing_program_that_introspects_frames_is_flagged_and_not_a_pass():
+    result = run([request(FRAME_FORGERY)])[0]
+    assert result["tamper_suspect"] is True
+    assert result["full_pass"] is False and result["error_type"] == "tamper_suspect"
+    assert run([request(ORDINARY_CODE)])[0]["tamper_suspect"] is False
+
+
+@pytest.mark.parametrize(
+    ("source", "marker"),
+    [
+        ("import gc\ngc.get_objects()\n", "gc"),
+        ("import sys\nsys.settrace(None)\n", "settrace"),
+        ("f = lambda: 0\nf.__closure__\n", "__closure__"),
+        ("import apiedit_kedro.apis.world\n", "apiedit_kedro.apis.world"),
+        ("from ctypes import CDLL\n", "ctypes"),
+        ("getattr(object, '__subclasses__')()\n", "__subclasses__"),
+    ],
+)
+def test_tamper_markers_name_each_route(source, marker):
+    assert marker in tamper_markers(source)
+
+
+def test_a_huge_program_hits_the_scan_deadline_not_the_worker():
+    body = "".join(f"v{i} = abs({i}) + abs(-{i})\n" for i in range(120_000))
+    mappings = [mapping("builtins.abs", "my_builtin_abs", "relocate", {"usage": "same"})]
+    result = run([request(body + ORDINARY_CODE, world="edited", mappings=mappings, timeout_s=1.0)])[
+        0
+    ]
+    assert result["error_type"] == "static_scan_failed", result["error_message"]
+    assert "deadline" in result["error_message"] and not result["compiles"]
+    assert run([request(ORDINARY_CODE)])[0]["full_pass"]
+
+
+def test_a_deeply_nested_expression_is_a_scan_failure_not_a_sandbox_error():
+    code = "X = " + " + ".join(["abs(1)"] * 1500) + "\n" + ORDINARY_CODE
+    mappings = [mapping("builtins.abs", "my_builtin_abs", "relocate", {"usage": "same"})]
+    result = run([request(code, world="edited", mappings=mappings)])[0]
+    assert result["error_type"] == "static_scan_failed", result
+    assert "RecursionError" in result["error_message"]
+
+
+def test_annotations_are_never_evaluated_nor_counted_as_removed_api_uses():
+    # A HumanEval-style prompt annotated with `int` while builtins.int is removed.
+    code = "def add_one(x: int) -> int:\n    y: int = x\n    return y + 1\n"
+    result = run([request(code, world="edited", mappings=INT_REMOVED)])[0]
+    assert result["old_api_refs"] == 0
+    assert result["full_pass"], result["error_message"]
+    # A real call still counts.
+    code = "def add_one(x: int) -> int:\n    return int(x) + 1\n"
+    result = run([request(code, world="edited", mappings=INT_REMOVED)])[0]
+    assert result["old_api_refs"] == 1 and not result["full_pass"]
+    # Annotations stay unevaluated strings even though the worker module has no say in it.
+    code = ORDINARY_CODE + "def g(a: undefined_name) -> also_undefined:\n    return a\n"
+    assert run([request(code + "\n", world="pristine")])[0]["full_pass"]
