@@ -5,6 +5,8 @@ Real sandbox processes; each program below would have passed (or stalled the wor
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sandbox_helpers import ORDINARY_CODE, request, run
 from test_sandbox_world import mapping
@@ -90,3 +92,26 @@ def test_annotations_are_never_evaluated_nor_counted_as_removed_api_uses():
     # Annotations stay unevaluated strings even though the worker module has no say in it.
     code = ORDINARY_CODE + "def g(a: undefined_name) -> also_undefined:\n    return a\n"
     assert run([request(code + "\n", world="pristine")])[0]["full_pass"]
+
+
+def test_a_program_cannot_raise_its_own_limits():
+    code = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n" + ORDINARY_CODE
+    result = run([request(code)])[0]
+    assert (
+        result["error_type"] == "guard_violation"
+        and "resource.setrlimit" in result["error_message"]
+    )
+    probe = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "raise ValueError(f'{soft} {hard}')\n"
+    )
+    soft, hard = run([request(probe)])[0]["error_message"].rsplit(":", 1)[1].split()
+    assert soft == hard and int(soft) > 0
+
+
+def test_sample_directories_have_unpredictable_names():
+    probe = "import os\nraise ValueError(os.path.basename(os.getcwd()))\n"
+    names = [r["error_message"].rsplit(": ", 1)[1] for r in run([request(probe)] * 3)]
+    assert len(set(names)) == 3
+    assert all(re.fullmatch(r"\d+-\d+-[0-9a-f]{16}", name) for name in names), names

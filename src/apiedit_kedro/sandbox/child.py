@@ -52,6 +52,7 @@ _readlink = os.readlink
 _SEP = os.sep
 _DEVNULL = os.devnull
 _setitimer = signal.setitimer
+_setrlimit = resource.setrlimit
 _signal = signal.signal
 _ITIMER_REAL = signal.ITIMER_REAL
 _SIGALRM = signal.SIGALRM
@@ -140,24 +141,30 @@ def vm_size_bytes() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _lower_soft_limit(which: int, wanted: int) -> None:
-    """Set a soft limit no higher than the current hard limit; the hard limit is never raised."""
+def _lower_limit(which: int, wanted: int, *, hard_headroom: int = 0) -> None:
+    """Lower the soft limit to `wanted` (never above the current hard limit) and the hard limit to
+    soft + `hard_headroom`, so the program cannot raise its own limits back (without
+    CAP_SYS_RESOURCE; for root the guard's block on `resource.setrlimit` is the layer)."""
     soft, hard = resource.getrlimit(which)
     ceiling = hard if hard != resource.RLIM_INFINITY else wanted
     new_soft = min(wanted, ceiling)
     if soft != resource.RLIM_INFINITY and soft < new_soft:
         new_soft = soft
-    resource.setrlimit(which, (new_soft, hard))
+    new_hard = new_soft + hard_headroom
+    if hard != resource.RLIM_INFINITY:
+        new_hard = min(new_hard, hard)
+    _setrlimit(which, (new_soft, new_hard))
 
 
 def _apply_limits(plan: ChildPlan) -> None:
-    _lower_soft_limit(resource.RLIMIT_AS, plan.worker_vm_size_bytes + plan.memory_limit_bytes)
+    _lower_limit(resource.RLIMIT_AS, plan.worker_vm_size_bytes + plan.memory_limit_bytes)
     # CPU backstop: the worker's wall-clock kill is the real limit; this catches a stuck worker.
-    _lower_soft_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2)
-    _lower_soft_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
-    _lower_soft_limit(resource.RLIMIT_CORE, 0)
+    # One second of hard headroom keeps SIGXCPU (reported as a timeout) before the hard SIGKILL.
+    _lower_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2, hard_headroom=1)
+    _lower_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
+    _lower_limit(resource.RLIMIT_CORE, 0)
     if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the guard and the group kill cover it
-        _lower_soft_limit(resource.RLIMIT_NPROC, 256)
+        _lower_limit(resource.RLIMIT_NPROC, 256)
     # Oversized writes should raise OSError(EFBIG) in the program, not kill the child silently.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
@@ -237,6 +244,7 @@ class Guard:
         posix = sys.modules.get("posix")
         modules = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}
         modules["signal"] = signal
+        modules["resource"] = resource
         for module_name, names in _BLOCKED.items():
             target = modules.get(module_name)
             replacements += [
@@ -395,6 +403,7 @@ _BLOCKED: dict[str, list[str]] = {
     "shutil": ["chown"],
     "subprocess": ["Popen", "run", "call", "check_call", "check_output", "getoutput"],
     "signal": ["pthread_kill", "pidfd_send_signal"],
+    "resource": ["setrlimit", "prlimit"],
 }
 
 

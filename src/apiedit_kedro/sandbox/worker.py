@@ -307,7 +307,9 @@ class _TempDirs:
     def create(self) -> str:
         os.makedirs(self.base, exist_ok=True)  # recreated if something removed it
         self._counter += 1
-        path = os.path.join(self.base, f"{os.getpid()}-{self._counter}")
+        # A random part, like mkdtemp's: a sample must not be able to pre-create the next ones.
+        name = f"{os.getpid()}-{self._counter}-{secrets.token_hex(8)}"
+        path = os.path.join(self.base, name)
         _mkdir(path, 0o700)
         return path
 
