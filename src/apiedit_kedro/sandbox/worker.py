@@ -28,7 +28,7 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from apiedit_kedro.sandbox.child import (
@@ -38,6 +38,8 @@ from apiedit_kedro.sandbox.child import (
     run_child,
     vm_size_bytes,
 )
+from apiedit_kedro.sandbox.protocol import Records, parse_records
+from apiedit_kedro.sandbox.result import ERROR_MESSAGE_LIMIT, SampleResult
 
 logger = logging.getLogger(__name__)
 
@@ -184,18 +186,6 @@ def serve(conn: Any, base_dir: str) -> None:
 
 
 @dataclass
-class _Records:
-    """What the child reported through its pipe."""
-
-    load: tuple[bool, str, str] | None = None
-    setup: tuple[bool, str, str] | None = None
-    units: dict[int, tuple[bool, str, str]] = field(default_factory=dict)
-    guard: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    done: bool = False
-
-
-@dataclass
 class _Exit:
     """How the child ended."""
 
@@ -242,27 +232,11 @@ def _static_refs(task: dict[str, Any]) -> tuple[int, int]:
 
 
 def failure_result(task: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
-    """A result for a sample that never ran (syntax error, sandbox failure)."""
-    return {
-        "compiles": False,
-        "syntax_ok": error_type != "syntax_error",
-        "load_ok": False,
-        "asserts_passed": 0,
-        "asserts_total": task.get("asserts_total", 0),
-        "full_pass": False,
-        "raw_full_pass": False,
-        "error_type": error_type,
-        "error_message": message[:500],
-        "failed_stage": "syntax" if error_type == "syntax_error" else "sandbox",
-        "unit_passed": "0" * task.get("asserts_total", 0),
-        "new_api_calls": 0,
-        "new_api_calls_by_api": "{}",
-        "old_api_refs": 0,
-        "new_api_refs": 0,
-        "timed_out": False,
-        "tamper_suspect": False,
-        "seconds": 0.0,
-    }
+    """The record of a sample that never ran (syntax error, sandbox failure)."""
+    stage = "syntax" if error_type == "syntax_error" else "sandbox"
+    return SampleResult.never_ran(
+        error_type, message, asserts_total=task.get("asserts_total", 0), stage=stage
+    ).to_record()
 
 
 def compile_program(source: str, filename: str) -> Any:
@@ -340,9 +314,12 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
     except (_ScanDeadline, RecursionError, MemoryError) as exc:
         # No verdict on removed-API use is possible, so the sample cannot count as compiling.
         reason = "deadline" if isinstance(exc, _ScanDeadline) else type(exc).__name__
-        result = failure_result(task, "static_scan_failed", f"static scan aborted: {reason}")
-        result["syntax_ok"] = True
-        result["failed_stage"] = "static"
+        result = SampleResult.never_ran(
+            "static_scan_failed",
+            f"static scan aborted: {reason}",
+            asserts_total=task["asserts_total"],
+            stage="static",
+        ).to_record()
         result["seconds"] = time.monotonic() - started
         return result
     temp_dir = _TEMP_DIRS.create()
@@ -362,13 +339,7 @@ def run_sample(task: dict[str, Any]) -> dict[str, Any]:
         records, ending = _fork_and_supervise(plan, task["timeout_s"])
     finally:
         _TEMP_DIRS.remove(temp_dir)
-    result = assemble_result(task, records, ending, old_refs, new_refs)
-    if tamper_suspect:
-        result["tamper_suspect"] = True
-        if result["full_pass"]:
-            result["full_pass"] = False
-            result["error_type"] = "tamper_suspect"
-            result["error_message"] = "passed, but the program introspects the harness"
+    result = assemble_result(task, records, ending, old_refs, new_refs, tamper_suspect)
     result["seconds"] = time.monotonic() - started
     return result
 
@@ -440,7 +411,7 @@ def tamper_markers(code: str) -> list[str]:
     return found
 
 
-def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _Exit]:
+def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[Records, _Exit]:
     nonce = secrets.token_hex(16)
     read_fd, write_fd = os.pipe()
     _enlarge_pipe(write_fd)
@@ -463,7 +434,8 @@ def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _E
     finally:
         os.close(read_fd)
     exit_code = _reap(pid)
-    return _parse_records(captured, nonce), _Exit(killed, exit_code)
+    planned = {index for index, _code in plan.units}
+    return parse_records(captured, nonce, planned), _Exit(killed, exit_code)
 
 
 def _kill_group(pid: int) -> None:
@@ -562,43 +534,6 @@ def _own_children() -> list[int]:
     return children
 
 
-def _parse_records(data: bytes, nonce: str) -> _Records:
-    records = _Records()
-    for raw in data.decode("utf-8", "replace").split("\n"):
-        fields = raw.split("\t")
-        if len(fields) < 2 or fields[0] != nonce:
-            continue
-        kind, rest = fields[1], fields[2:]
-        if kind in ("L", "P") and len(rest) == 3:
-            verdict = (rest[0] == "ok", rest[1], _unescape(rest[2]))
-            if kind == "L":
-                records.load = verdict
-            else:
-                records.setup = verdict
-        elif kind == "U" and len(rest) == 4 and rest[0].isdigit():
-            records.units[int(rest[0])] = (rest[1] == "ok", rest[2], _unescape(rest[3]))
-        elif kind == "G" and rest:
-            records.guard.append(_unescape(rest[0]))
-        elif kind == "C" and rest:
-            records.counts = _parse_counts(rest[0])
-        elif kind == "D":
-            records.done = True
-    return records
-
-
-def _unescape(text: str) -> str:
-    return text.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
-
-
-def _parse_counts(text: str) -> dict[str, int]:
-    counts = {}
-    for item in filter(None, text.split(",")):
-        api, _, number = item.rpartition("=")
-        if number.isdigit():
-            counts[api] = int(number)
-    return counts
-
-
 _EXCEPTION_CATEGORIES = {
     "MemoryError": "memory_limit",
     "SystemExit": "early_exit",
@@ -611,11 +546,15 @@ def _category(exc_name: str) -> str:
     return _EXCEPTION_CATEGORIES.get(exc_name, exc_name or "Exception")
 
 
-def _runtime_failure(
-    task: dict[str, Any], records: _Records, ending: _Exit
-) -> tuple[str, str, str]:
+def _runtime_failure(task: dict[str, Any], records: Records, ending: _Exit) -> tuple[str, str, str]:
     """(error_type, message, stage) for a sample that ran; ("", "", "") for a full pass."""
     stage = "load" if records.load is None or not records.load[0] else "tests"
+    if records.malformed:
+        return (
+            "tamper_suspect",
+            f"the harness's records were tampered with: {'; '.join(records.malformed[:3])}",
+            stage,
+        )
     if records.guard:
         return "guard_violation", f"blocked call: {', '.join(records.guard[:5])}", stage
     if ending.killed_at_deadline:
@@ -656,9 +595,15 @@ def _runtime_failure(
 
 
 def assemble_result(
-    task: dict[str, Any], records: _Records, ending: _Exit, old_refs: int, new_refs: int
+    task: dict[str, Any],
+    records: Records,
+    ending: _Exit,
+    old_refs: int,
+    new_refs: int,
+    tamper_suspect: bool = False,
 ) -> dict[str, Any]:
     """Turn the child's records and exit into the result record (see the package docstring)."""
+    tamper_suspect = tamper_suspect or bool(records.malformed)
     load_ok = records.load is not None and records.load[0]
     removed = task["world"] == "edited" and old_refs > 0
     passed = [records.units.get(index, (False, "", ""))[0] for index, _ in task["units"]]
@@ -668,24 +613,28 @@ def assemble_result(
         error_type, stage = "removed_api", "static"
         message = f"references {old_refs} removed API name(s); " + (message or "tests passed")
     unit_timeouts = any(v[1] == "UnitTimeout" for v in records.units.values())
-    return {
-        "compiles": load_ok and not removed,
-        "syntax_ok": True,
-        "load_ok": load_ok,
-        "asserts_passed": sum(passed),
-        "asserts_total": task["asserts_total"],
-        "full_pass": raw_full_pass and load_ok and not removed,
-        "raw_full_pass": raw_full_pass,
-        "error_type": error_type,
-        "error_message": message[:500],
-        "failed_stage": stage,
-        "unit_passed": "".join("1" if ok else "0" for ok in passed),
-        "new_api_calls": sum(records.counts.values()),
-        "new_api_calls_by_api": json.dumps(records.counts, sort_keys=True),
-        "old_api_refs": old_refs,
-        "new_api_refs": new_refs,
-        "timed_out": ending.killed_at_deadline
-        or ending.exit_code == -signal.SIGXCPU
-        or unit_timeouts,
-        "tamper_suspect": False,
-    }
+    full_pass = raw_full_pass and load_ok and not removed
+    if tamper_suspect and full_pass:
+        full_pass = False
+        error_type, stage = "tamper_suspect", "static"
+        message = "passed, but the program's source introspects the harness"
+    return SampleResult(
+        compiles=load_ok and not removed,
+        syntax_ok=True,
+        load_ok=load_ok,
+        asserts_passed=sum(passed),
+        asserts_total=task["asserts_total"],
+        full_pass=full_pass,
+        raw_full_pass=raw_full_pass,
+        error_type=error_type,
+        error_message=message[:ERROR_MESSAGE_LIMIT],
+        failed_stage=stage,
+        unit_passed="".join("1" if ok else "0" for ok in passed),
+        new_api_calls=sum(records.counts.values()),
+        new_api_calls_by_api=json.dumps(records.counts, sort_keys=True),
+        old_api_refs=old_refs,
+        new_api_refs=new_refs,
+        timed_out=ending.killed_at_deadline or ending.exit_code == -signal.SIGXCPU or unit_timeouts,
+        tamper_suspect=tamper_suspect,
+        seconds=0.0,
+    ).to_record()

@@ -15,29 +15,17 @@ from typing import Any
 import pandas as pd
 
 from apiedit_kedro.sandbox import execute
+from apiedit_kedro.sandbox.result import result_fields
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.store import JsonStore
 
 logger = logging.getLogger(__name__)
 
-RESULT_FIELDS = (
-    "compiles",
-    "syntax_ok",
-    "load_ok",
-    "asserts_passed",
-    "asserts_total",
-    "full_pass",
-    "error_type",
-    "error_message",
-    "new_api_calls",
-    "old_api_refs",
-    "new_api_refs",
-    "timed_out",
-    "tamper_suspect",
-    "seconds",
-)
+# Every sandbox result field, in the sandbox's own schema order.
+RESULT_FIELDS = result_fields()
 # Part of every execution's cache key: bumped when the sandbox's verdict for the same request
-# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag), so old entries rerun.
+# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag, one result schema),
+# so old entries rerun.
 SANDBOX_RESULT_VERSION = 2
 WORLDS = ("edited", "pristine")
 
@@ -146,7 +134,6 @@ def execution_table(
         row = {key: generation[key] for key in GENERATION_KEYS}
         row["world"] = "edited"
         row.update({field: edited[field] for field in RESULT_FIELDS})
-        row["new_api_calls_by_api"] = edited.get("new_api_calls_by_api", "{}")
         row["pristine_compiles"] = pristine["compiles"]
         row["pristine_full_pass"] = pristine["full_pass"]
         row["pristine_error_type"] = pristine["error_type"]
@@ -155,7 +142,6 @@ def execution_table(
         *GENERATION_KEYS,
         "world",
         *RESULT_FIELDS,
-        "new_api_calls_by_api",
         "pristine_compiles",
         "pristine_full_pass",
         "pristine_error_type",
