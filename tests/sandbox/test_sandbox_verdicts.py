@@ -142,3 +142,18 @@ def test_every_result_has_exactly_the_schema_fields():
     ]
     for result in results:
         assert tuple(result) == result_fields()
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "import apiedit_kedro.apis.world as w\nw._CALL_COUNTS['x'] = 99\n",
+        "import importlib\nimportlib.import_module('apiedit_' + 'kedro.sandbox.child')\n",
+        "import sys\nsys.modules['apiedit_' + 'kedro.apis.world']._CALL_COUNTS.clear()\n",
+    ],
+)
+def test_the_program_cannot_import_the_harness(route):
+    result = run([request(route + ORDINARY_CODE, world="edited", mappings=INT_REMOVED)])[0]
+    assert not result["load_ok"] and not result["full_pass"]
+    assert result["error_type"] in {"ImportError", "ModuleNotFoundError", "AttributeError"}
+    assert result["new_api_calls"] == 0

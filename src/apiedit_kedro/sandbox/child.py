@@ -55,6 +55,7 @@ _SEP = os.sep
 _DEVNULL = os.devnull
 _setitimer = signal.setitimer
 _setrlimit = resource.setrlimit
+_PACKAGE = __name__.split(".", 1)[0]
 _signal = signal.signal
 _ITIMER_REAL = signal.ITIMER_REAL
 _SIGALRM = signal.SIGALRM
@@ -411,6 +412,18 @@ def _install_world(world: Any) -> Callable[[], dict[str, int]]:
     return new_api_call_counts
 
 
+def _hide_harness_modules() -> None:
+    """Make `import apiedit_kedro...` fail in the program and drop the harness from sys.modules.
+
+    A `None` entry makes the import system raise ImportError for that name and, for a package,
+    for every submodule too. The harness keeps running on the references it already holds; the
+    program can no longer import the module that holds the call counters, the child's stages or
+    the world's originals by name.
+    """
+    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
+        sys.modules[name] = None  # type: ignore[assignment]
+
+
 def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
     """Run one sample in this (already forked) process and exit; never returns."""
     status = SANDBOX_FAILURE_STATUS  # until the program starts, a failure is the sandbox's
@@ -441,6 +454,7 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
             guard.install()
         _isolate_io(guard.blocked("sys.stdin"))
         counts = _install_world(plan.world) if plan.world is not None else None
+        _hide_harness_modules()
         # From here on a failure outside the per-stage handlers means the program broke the
         # reporting (closed the pipe, a stray signal handler...): an early exit, not ours.
         status = PROGRAM_BROKE_OUT_STATUS
