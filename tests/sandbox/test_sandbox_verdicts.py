@@ -157,3 +157,25 @@ def test_the_program_cannot_import_the_harness(route):
     assert not result["load_ok"] and not result["full_pass"]
     assert result["error_type"] in {"ImportError", "ModuleNotFoundError", "AttributeError"}
     assert result["new_api_calls"] == 0
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "import posix\nfd = posix.open(TARGET, posix.O_WRONLY | posix.O_TRUNC)\n",
+        "import _io\n_io.open(TARGET, 'w').write('x')\n",
+        "import _io\n_io.FileIO(TARGET, 'w').write(b'x')\n",
+        "import posix\nposix.mkdir(TARGET + '.d')\n",
+        "import os\nos.utime(TARGET, (0, 0))\n",
+        "import multiprocessing.util as u\nu.spawnv_passfds('/bin/rm', ['rm', TARGET], [])\n",
+        # The arguments do not matter: the call is refused before anything runs.
+        "import _posixsubprocess\n_posixsubprocess.fork_exec([b'/bin/rm'], [TARGET.encode()])\n",
+    ],
+)
+def test_nothing_outside_the_sample_directory_changes(route, sentinel):
+    before = sentinel.stat().st_mtime_ns
+    code = f"TARGET = {str(sentinel)!r}\n" + route + ORDINARY_CODE
+    result = run([request(code)])[0]
+    assert not result["full_pass"]
+    assert result["error_type"] == "guard_violation", result["error_message"]
+    assert sentinel.stat().st_mtime_ns == before

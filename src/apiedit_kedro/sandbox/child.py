@@ -15,6 +15,8 @@ it. The container isolates; the guard keeps honest-but-buggy model output from d
 
 from __future__ import annotations
 
+import _io
+import _posixsubprocess
 import builtins
 import faulthandler
 import io
@@ -243,6 +245,7 @@ class Guard:
         modules = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}
         modules["signal"] = signal
         modules["resource"] = resource
+        modules["_posixsubprocess"] = _posixsubprocess
         for module_name, names in _BLOCKED.items():
             target = modules.get(module_name)
             replacements += [
@@ -291,14 +294,21 @@ class Guard:
                     guard.check_path("io.FileIO", file)
                 super().__init__(file, mode, *args, **kwargs)
 
-        replacements = [
-            (builtins, "open", guarded_open),
-            (io, "open", guarded_open),
-            (io, "FileIO", GuardedFileIO),
-            (os, "open", guarded_os_open),
-            (os, "mkdir", guarded_mkdir),
-        ]
         posix = sys.modules.get("posix")
+        # The C layer too: `_io.open`, `_io.FileIO`, `posix.open` and `posix.mkdir` are the
+        # same functions under other names and reached the file system unchecked.
+        replacements = [
+            (target, name, replacement)
+            for target in (builtins, io, _io)
+            for name, replacement in (("open", guarded_open), ("FileIO", GuardedFileIO))
+            if not (target is builtins and name == "FileIO")
+        ]
+        replacements += [
+            (target, name, replacement)
+            for target in (os, posix)
+            if target is not None
+            for name, replacement in (("open", guarded_os_open), ("mkdir", guarded_mkdir))
+        ]
         for module_name, functions in _PATH_CHECKED_FUNCTIONS.items():
             targets = [os, posix] if module_name == "os" else [shutil]
             for name, path_count in functions:
@@ -391,10 +401,12 @@ _PATH_CHECKED_FUNCTIONS: dict[str, list[tuple[str, int]]] = {
         ("lchmod", 1),
         ("link", 2),
         ("symlink", 2),
+        ("utime", 1),
+        ("mkfifo", 1),
     ],
     "shutil": [("rmtree", 1), ("move", 2)],
 }
-_FILE_FUNCTIONS = ["fchmod", "chown", "fchown", "lchown", "chroot", "mkfifo", "mknod"]
+_FILE_FUNCTIONS = ["fchmod", "chown", "fchown", "lchown", "chroot", "mknod", "futimes"]
 _BLOCKED: dict[str, list[str]] = {
     "os": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
     "posix": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
@@ -402,6 +414,9 @@ _BLOCKED: dict[str, list[str]] = {
     "subprocess": ["Popen", "run", "call", "check_call", "check_output", "getoutput"],
     "signal": ["pthread_kill", "pidfd_send_signal"],
     "resource": ["setrlimit", "prlimit"],
+    # What subprocess and multiprocessing.util.spawnv_passfds use underneath: with it blocked, a
+    # pristine interpreter (where nothing is removed) cannot be started by any route in Python.
+    "_posixsubprocess": ["fork_exec"],
 }
 
 
