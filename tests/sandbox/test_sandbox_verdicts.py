@@ -11,6 +11,7 @@ import pytest
 from sandbox_helpers import ORDINARY_CODE, request, run
 from test_sandbox_world import mapping
 
+from apiedit_kedro.sandbox import SandboxRequestError
 from apiedit_kedro.sandbox.worker import tamper_markers
 
 pytestmark = pytest.mark.timeout(120)
@@ -179,3 +180,26 @@ def test_nothing_outside_the_sample_directory_changes(route, sentinel):
     assert not result["full_pass"]
     assert result["error_type"] == "guard_violation", result["error_message"]
     assert sentinel.stat().st_mtime_ns == before
+
+
+def test_only_the_completion_is_scored_for_removed_api_references():
+    abs_removed = [mapping("builtins.abs", "my_builtin_abs", "relocate", {"usage": "same"})]
+    prompt = "def helper(x):\n    return abs(x)\n\n\ndef add_one(x):\n"
+    completion = "    return x + 1\n"
+    scored = request(prompt + completion, world="edited", mappings=abs_removed, scored_from_line=5)
+    whole = request(prompt + completion, world="edited", mappings=abs_removed)
+    scored_result, whole_result = run([scored, whole])
+    assert scored_result["old_api_refs"] == 0 and scored_result["full_pass"]
+    assert whole_result["old_api_refs"] == 1 and whole_result["error_type"] == "removed_api"
+    # Names keep the meaning the prompt's imports give them.
+    heappush_removed = [
+        mapping("heapq.heappush", "heapq.push_item_v2", "rename", {"usage": "same"})
+    ]
+    code = "import heapq\n\ndef add_one(x):\n    h = []\n    heapq.heappush(h, x)\n    return h[0] + 1\n"
+    result = run([request(code, world="edited", mappings=heappush_removed, scored_from_line=3)])[0]
+    assert result["old_api_refs"] == 1 and not result["compiles"]
+
+
+def test_scored_from_line_is_validated():
+    with pytest.raises(SandboxRequestError, match="scored_from_line"):
+        run([request(ORDINARY_CODE, scored_from_line=0)])

@@ -65,11 +65,15 @@ def resolve_references(source: str) -> list[QualifiedReference]:
 
 
 def find_api_references(
-    source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping]
+    source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping], *, from_line: int = 1
 ) -> ApiReferences:
-    """Count references to each mapping's old API and new API in the source."""
+    """Count references to each mapping's old API and new API in the source.
+
+    Only references on line `from_line` or later count (names are still resolved through the
+    whole source, so an import above that line gives a later reference its meaning).
+    """
     parsed = parse_mappings(mappings)
-    references = resolve_references(source)
+    references = [ref for ref in resolve_references(source) if ref.lineno >= from_line]
     old: dict[str, int] = {}
     new: dict[str, int] = {}
     for mapping in parsed:

@@ -176,6 +176,18 @@ def _prepare_one(
     memory_mb = _plain(request.get("memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB))
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, numbers.Integral) or memory_mb < 64:
         raise _fail(index, "memory_limit_mb", f"expected an int >= 64, got {memory_mb!r}")
+    scored_from_line = _plain(request.get("scored_from_line", 1))
+    if (
+        isinstance(scored_from_line, bool)
+        or not isinstance(scored_from_line, numbers.Integral)
+        or scored_from_line < 1
+    ):
+        raise _fail(
+            index,
+            "scored_from_line",
+            f"expected the 1-based line where the model's completion starts, got "
+            f"{scored_from_line!r}",
+        )
     raw_mappings = request.get("mappings")
     mappings, mapping_key = mapping_cache.prepare(
         index, [] if raw_mappings is None else raw_mappings
@@ -191,4 +203,5 @@ def _prepare_one(
         "timeout_s": timeout_s,
         "unit_timeout_s": unit_timeout_s,
         "memory_limit_bytes": int(memory_mb) * 1024 * 1024,
+        "scored_from_line": int(scored_from_line),
     }

@@ -227,7 +227,11 @@ def _static_refs(task: dict[str, Any]) -> tuple[int, int]:
         return 0, 0
     from apiedit_kedro.apis.references import find_api_references
 
-    refs = find_api_references(task["code"], _parsed_mappings(task))
+    # The whole program is resolved (imports in the prompt give names their meaning), but only
+    # references from `scored_from_line` on count: the prompt is the benchmark's, not the model's.
+    refs = find_api_references(
+        task["code"], _parsed_mappings(task), from_line=task.get("scored_from_line", 1)
+    )
     return sum(refs.old.values()), sum(refs.new.values())
 
 

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 # Every sandbox result field, in the sandbox's own schema order.
 RESULT_FIELDS = result_fields()
 # Part of every execution's cache key: bumped when the sandbox's verdict for the same request
-# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag, one result schema),
+# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag, one result schema,
+# completion-only scoring),
 # so old entries rerun.
 SANDBOX_RESULT_VERSION = 2
 WORLDS = ("edited", "pristine")
@@ -76,6 +77,7 @@ def build_requests(
         if unknown:
             raise ValueError(f"generation rows name APIs missing from api_mapping: {unknown}")
         timeout = problem.get("timeout_s")
+        scored_from_line = _completion_first_line(row.program, row.completion)
         for world in WORLDS:
             requests.append(
                 {
@@ -85,9 +87,21 @@ def build_requests(
                     "world": world,
                     "mappings": [mappings[api_id] for api_id in world_ids],
                     "timeout_s": float(timeout) if pd.notna(timeout) else default_timeout_s,
+                    "scored_from_line": scored_from_line,
                 }
             )
     return requests
+
+
+def _completion_first_line(program: str, completion: str) -> int:
+    """The line where the model's text starts in `program` (1 when the program is all its own).
+
+    HumanEval programs are prompt + completion: removed-API references in the prompt are the
+    benchmark's doing, so the static scan counts only from here.
+    """
+    if completion and program.endswith(completion):
+        return program[: len(program) - len(completion)].count("\n") + 1
+    return 1
 
 
 def execute_cached(
