@@ -13,6 +13,10 @@ transformers has no equivalent:
   step and marks the row finished as soon as one of the stop strings appears; the text is then
   cut exactly at the first stop string (bigcode's truncation), so the result never depends on
   other rows of the batch.
+- Shared prefill. When a batch holds several samples of one prompt, the prompt (all but its last
+  token) is run through the model once per distinct prompt and the KV cache is expanded to the
+  batch's rows (`DynamicCache.batch_select_indices`); `model.generate` then continues from that
+  cache. For n = 5 samples of a long few-shot prompt this removes 4/5 of the prefill.
 
 `finish_reason` is "stop" (a stop string was found), "eos" (the model emitted EOS) or "length".
 """
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -183,6 +188,7 @@ def generate(
     add_special_tokens: bool = True,
     progress: bool = True,
     context_length: int | None = None,
+    shared_prefill: bool = True,
 ) -> list[Generation]:
     """`params.n_samples` generations per prompt, ordered by (prompt, sample index)."""
     jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
@@ -196,6 +202,7 @@ def generate(
         add_special_tokens=add_special_tokens,
         progress=progress,
         context_length=context_length,
+        shared_prefill=shared_prefill,
     )
 
 
@@ -211,11 +218,13 @@ def generate_jobs(
     progress: bool = True,
     context_length: int | None = None,
     on_batch: Callable[[list[Generation]], None] | None = None,
+    shared_prefill: bool = True,
 ) -> list[Generation]:
     """Generate the given (prompt index, sample index) jobs, in job order.
 
     `on_batch` receives each finished batch (the cache commits there, so a killed run keeps
-    every finished batch). Greedy jobs of the same prompt are generated once and copied.
+    every finished batch). Greedy jobs of the same prompt are generated once and copied;
+    with `shared_prefill`, sampled jobs of the same prompt in one batch share its prefill.
     """
     if batch_size <= 0:
         raise DecodingError(f"batch_size must be positive, got {batch_size}")
@@ -230,7 +239,13 @@ def generate_jobs(
     results: dict[tuple[int, int], Generation] = {}
     for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
         generated = _generate_batch(
-            model, tokenizer, batch, prompts=prompts, encoded=encoded, params=params
+            model,
+            tokenizer,
+            batch,
+            prompts=prompts,
+            encoded=encoded,
+            params=params,
+            shared_prefill=shared_prefill,
         )
         results.update({(g.prompt_index, g.sample_idx): g for g in generated})
         if on_batch is not None:
@@ -274,7 +289,9 @@ def _expand(generated: list[Generation], jobs, greedy: bool) -> list[Generation]
 
 
 @torch.inference_mode()
-def _generate_batch(model, tokenizer, batch, *, prompts, encoded, params) -> list[Generation]:
+def _generate_batch(
+    model, tokenizer, batch, *, prompts, encoded, params, shared_prefill
+) -> list[Generation]:
     started = time.perf_counter()
     device = next(model.parameters()).device
     padded = tokenizer.pad(
@@ -294,8 +311,12 @@ def _generate_batch(model, tokenizer, batch, *, prompts, encoded, params) -> lis
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
+    prefilled = {}
+    if shared_prefill and len({p for p, _ in batch}) < len(batch) and prompt_length > 1:
+        prefilled["cache"] = _shared_prefill(model, padded, batch)
     output = model.generate(
         **padded,
+        **prefilled,
         generation_config=config,
         logits_processor=processors,
         stopping_criteria=StoppingCriteriaList([stopper]),
@@ -308,6 +329,35 @@ def _generate_batch(model, tokenizer, batch, *, prompts, encoded, params) -> lis
             _finish(tokenizer, job, new_ids, eos_ids=eos_ids, params=params, seconds=seconds)
         )
     return rows
+
+
+def _shared_prefill(model, padded, batch) -> DynamicCache:
+    """The KV cache of every row's prompt but its last token, computed once per distinct prompt.
+
+    The last token is left for `generate`, which needs at least one uncached input position to
+    produce the first logits. Positions follow the left padding exactly as `generate` derives
+    them from the attention mask, so the expanded cache equals the one each row would build.
+    """
+    first_row: dict[int, int] = {}
+    for row, (prompt_index, _) in enumerate(batch):
+        first_row.setdefault(prompt_index, row)
+    distinct = list(first_row)
+    unique_rows = torch.tensor(list(first_row.values()), device=padded["input_ids"].device)
+    expand = torch.tensor([distinct.index(p) for p, _ in batch], device=unique_rows.device)
+    input_ids = padded["input_ids"][unique_rows, :-1]
+    mask = padded["attention_mask"][unique_rows, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_select_indices(expand)
+    return cache
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
