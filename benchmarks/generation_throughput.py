@@ -5,8 +5,13 @@ Throughput: the first 16 HumanEval prompts x 5 sampled completions (T=0.8, top_p
 stop sequences) generated in batches; the one-at-a-time baseline generates `--sequential` of the
 same samples with batch size 1 (a rate, so a subset measures it; per-sample seeding makes those
 samples identical to their batched twins, which is checked and reported). The two modes alternate
-batch by batch so that load from other processes affects both alike. Prints one line and
-writes benchmarks/results/generation_throughput.json.
+batch by batch so that load from other processes affects both alike.
+
+Shared prefill: `--shared-prompts` MBPP 3-shot prompts x 5 sampled completions, each prompt's five
+samples in one batch, prefilled once and copied to the five rows versus prefilled as five separate
+rows (same batch, same seeds; the outputs are checked identical). The two modes alternate prompt
+by prompt. Prints one line and writes benchmarks/results/generation_throughput.json with the keys
+`ratio` (batched / one at a time) and `shared_prefill_ratio` (separate rows' time / shared).
 
     python benchmarks/generation_throughput.py
 """
@@ -110,6 +115,45 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
     }
 
 
+def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
+    params = DecodingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=0.8,
+        top_p=0.95,
+        n_samples=args.samples,
+        seed=2511,
+        stop_sequences=stop_sequences_for("mbpp", loaded.card.stop_sequences),
+    )
+    model, tokenizer = loaded.model, loaded.tokenizer
+    seconds = {True: 0.0, False: 0.0}
+    outputs: dict[bool, list[Generation]] = {True: [], False: []}
+    for prompt in prompts:
+        for shared in (True, False):
+            started = time.perf_counter()
+            outputs[shared] += generate(
+                model,
+                tokenizer,
+                [prompt],
+                params,
+                batch_size=args.samples,
+                shared_prefill=shared,
+                progress=False,
+            )
+            seconds[shared] += time.perf_counter() - started
+    texts = {shared: [g.completion for g in outputs[shared]] for shared in outputs}
+    return {
+        "prompts": len(prompts),
+        "prompt_tokens": [len(tokenizer(p).input_ids) for p in prompts],
+        "samples_per_prompt": args.samples,
+        "decoding": params.identity(),
+        "shared_seconds": round(seconds[True], 2),
+        "separate_rows_seconds": round(seconds[False], 2),
+        "identical_outputs": texts[True] == texts[False],
+        "new_tokens": sum(g.new_tokens for g in outputs[True]),
+        "shared_prefill_ratio": round(seconds[False] / seconds[True], 2),
+    }
+
+
 def _read_mbpp(path: Path) -> dict[int, dict]:
     with path.open() as handle:
         records = [json.loads(line) for line in handle if line.strip()]
@@ -184,6 +228,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--sequential", type=int, default=16, help="one-at-a-time samples")
+    parser.add_argument("--shared-prompts", type=int, default=2, help="MBPP prompts")
     parser.add_argument("--humaneval", type=int, default=20)
     parser.add_argument("--mbpp", type=int, default=20)
     parser.add_argument("--eval-max-new-tokens", type=int, default=256)
@@ -204,6 +249,10 @@ def main() -> None:
     loaded = load_model(card)
     humaneval = list(read_problems().values())
     throughput = measure_throughput(loaded, [p["prompt"] for p in humaneval[: args.prompts]], args)
+    mbpp = _read_mbpp(MBPP_PATH)
+    shots = [mbpp[task_id] for task_id in MBPP_SHOT_IDS]
+    mbpp_prompts = [mbpp_prompt(mbpp[11 + i], shots) for i in range(args.shared_prompts)]
+    shared = measure_shared_prefill(loaded, mbpp_prompts, args)
     result = {
         "model": loaded.card.name,
         "device": "cpu",
@@ -212,11 +261,12 @@ def main() -> None:
         "load_average_at_end": None,
         "platform": platform.platform(),
         "throughput": throughput,
+        "ratio": throughput["ratio"],
+        "shared_prefill": shared,
+        "shared_prefill_ratio": shared["shared_prefill_ratio"],
     }
     if not args.skip_eval:
-        result["unedited_greedy"] = measure_pass_at_1(
-            loaded, humaneval, _read_mbpp(MBPP_PATH), args
-        )
+        result["unedited_greedy"] = measure_pass_at_1(loaded, humaneval, mbpp, args)
         shutdown_pool()
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +275,9 @@ def main() -> None:
         f"generation throughput ({loaded.card.name}, CPU): batched "
         f"{throughput['batched']['tokens_per_s']} tokens/s vs one-at-a-time "
         f"{throughput['one_at_a_time']['tokens_per_s']} tokens/s = {throughput['ratio']}x "
-        "(target >= 4)"
+        "(target >= 4); shared prefill "
+        f"{shared['separate_rows_seconds']} s separate rows vs {shared['shared_seconds']} s shared "
+        f"= {shared['shared_prefill_ratio']}x (target >= 2, identical {shared['identical_outputs']})"
     )
     if "unedited_greedy" in result:
         he, mb = result["unedited_greedy"]["humaneval"], result["unedited_greedy"]["mbpp"]

@@ -1,7 +1,10 @@
+import sqlite3
+
 import pytest
 
 from apiedit_kedro.models.cache import GenerationCache, generate_cached
 from apiedit_kedro.models.generation import DecodingParams, generate
+from apiedit_kedro.study.store import StoreFormatError
 
 
 class _ForwardCounter:
@@ -98,3 +101,33 @@ def test_interrupted_run_resumes_without_regenerating(tiny_llama, code_prompts, 
             counter.remove()
         assert counter.calls == 2 * params.max_new_tokens  # the two remaining batches only
     assert [g.completion for g in resumed] == [g.completion for g in reference]
+
+
+def test_caches_from_before_versioning_load_and_foreign_layouts_fail(tmp_path):
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as connection:  # the layout written before the schema version
+        connection.execute(
+            "CREATE TABLE generations (key TEXT PRIMARY KEY, card TEXT NOT NULL, weight_state "
+            "TEXT NOT NULL, prompt_hash TEXT NOT NULL, decoding TEXT NOT NULL, sample_idx "
+            "INTEGER NOT NULL, completion TEXT NOT NULL, finish_reason TEXT NOT NULL, "
+            "new_tokens INTEGER NOT NULL, gen_seconds REAL NOT NULL)"
+        )
+        connection.execute(
+            "INSERT INTO generations VALUES ('k', 'c', 'base', 'h', '{}', 0, 'x', 'length', 3, 0.5)"
+        )
+    with GenerationCache(old) as cache:
+        assert cache.get_many(["k", "absent"]) == {"k": ("x", "length", 3, 0.5)}
+    with sqlite3.connect(old) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == GenerationCache.VERSION
+
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE generations (key TEXT PRIMARY KEY, text TEXT)")
+    with pytest.raises(StoreFormatError, match=r"foreign\.sqlite.*Delete the file"):
+        GenerationCache(foreign)
+    newer = tmp_path / "newer.sqlite"
+    GenerationCache(newer).close()
+    with sqlite3.connect(newer) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreFormatError, match="version 99"):
+        GenerationCache(newer)

@@ -4,7 +4,8 @@ Key: (card fingerprint, weight-state id, prompt hash, decoding identity, sample 
 weight-state id is the caller's name for the current weights ("base", or an edit-log hash after
 edits); the decoding identity holds every setting that changes a sample's text but not
 `n_samples` or the batch size, so asking for 5 samples after 3 only generates samples 3 and 4.
-Each finished batch is committed in its own transaction (sqlite's journal keeps the file
+The table is a versioned `SqliteTable` (shared with the study's `JsonStore`); each finished batch is
+committed in its own transaction (sqlite's journal keeps the file
 consistent if the process is killed mid-write), so an interrupted run resumes where it stopped.
 """
 
@@ -13,46 +14,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from apiedit_kedro.models.generation import DecodingParams, Generation, generate_jobs
+from apiedit_kedro.study.store import SqliteTable
 
 logger = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS generations (
-    key TEXT PRIMARY KEY,
-    card TEXT NOT NULL,
-    weight_state TEXT NOT NULL,
-    prompt_hash TEXT NOT NULL,
-    decoding TEXT NOT NULL,
-    sample_idx INTEGER NOT NULL,
-    completion TEXT NOT NULL,
-    finish_reason TEXT NOT NULL,
-    new_tokens INTEGER NOT NULL,
-    gen_seconds REAL NOT NULL
-)
-"""
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class GenerationCache:
+class GenerationCache(SqliteTable):
     """Generations stored in a sqlite3 file; safe to reopen after a crash."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(_SCHEMA)
-        self._connection.commit()
+    TABLE = "generations"
+    COLUMNS = (
+        ("key", "TEXT"),
+        ("card", "TEXT NOT NULL"),
+        ("weight_state", "TEXT NOT NULL"),
+        ("prompt_hash", "TEXT NOT NULL"),
+        ("decoding", "TEXT NOT NULL"),
+        ("sample_idx", "INTEGER NOT NULL"),
+        ("completion", "TEXT NOT NULL"),
+        ("finish_reason", "TEXT NOT NULL"),
+        ("new_tokens", "INTEGER NOT NULL"),
+        ("gen_seconds", "REAL NOT NULL"),
+    )
+    VERSION = 1
 
     @staticmethod
     def key(card: str, weight_state: str, prompt: str, decoding: DecodingParams, sample_idx: int):
@@ -60,36 +52,12 @@ class GenerationCache:
         return _sha(f"{card}\x00{weight_state}\x00{_sha(prompt)}\x00{identity}\x00{sample_idx}")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, str, int, float]]:
-        found: dict[str, tuple[str, str, int, float]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            placeholders = ",".join("?" * len(chunk))
-            rows = self._connection.execute(
-                "SELECT key, completion, finish_reason, new_tokens, gen_seconds "
-                f"FROM generations WHERE key IN ({placeholders})",
-                chunk,
-            )
-            found.update({row[0]: row[1:] for row in rows})
-        return found
+        columns = ["completion", "finish_reason", "new_tokens", "gen_seconds"]
+        return {row[0]: row[1:] for row in self._select_many(columns, keys)}
 
     def put_many(self, rows: Iterable[tuple]) -> None:
         """Insert rows in one transaction (all or nothing)."""
-        with self._connection:
-            self._connection.executemany(
-                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-
-    def __len__(self) -> int:
-        return self._connection.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> GenerationCache:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        self._insert_many(rows)
 
 
 def generate_cached(

@@ -1,18 +1,25 @@
 """Batched generation with left padding, KV cache, per-row seeded sampling and stop sequences.
 
-Built on `model.generate` (KV cache, left-padded batches). Two pieces are hand-written because
-transformers has no equivalent:
+A hand-written decode loop over transformers' `DynamicCache` instead of `model.generate`, because
+generate keeps every row in the batch until the longest one ends and cannot share a prefill:
 
-- Per-sample seeding. `generate(do_sample=True)` draws every row from one global RNG, so a
-  sample would change with the batch it lands in. Instead each sample owns a `torch.Generator`
-  seeded from (seed, prompt text, sample index) and a logits processor draws its token
-  (temperature, then nucleus/top-p) and forces it; decoding itself is greedy. The same seed
-  therefore reproduces the same samples whatever the batch composition or batch size (up to
+- Rows leave. A row that emitted EOS or completed a stop string is dropped from the batch and
+  its KV cache (`DynamicCache.batch_select_indices`), so each step costs only the running rows.
+- Shared prefill. The n samples of one prompt in a batch prefill that prompt once; its KV cache
+  and first logits are copied to the n rows. For n = 5 on long few-shot prompts this removes 4/5
+  of the prefill.
+- Per-sample seeding. Each sample owns a `torch.Generator` seeded from (seed, prompt text, sample
+  index) and draws its token (temperature, then nucleus/top-p) from its own row's logits, so the
+  same seed reproduces the same samples whatever the batch composition or batch size (up to
   floating-point differences between padded shapes, which can flip near-ties).
-- Per-row stop sequences. A stopping criterion decodes the tail of each row's new tokens every
-  step and marks the row finished as soon as one of the stop strings appears; the text is then
-  cut exactly at the first stop string (bigcode's truncation), so the result never depends on
-  other rows of the batch.
+- Per-row stop sequences, checked on the decoded tail of the row's new tokens each step; the text
+  is then cut exactly at the first stop string (bigcode's truncation), so the result never
+  depends on other rows of the batch.
+
+Greedy decoding is the argmax of the same logits `generate` would see, so output is token for
+token that of `generate`/a cacheless loop (tests/models/test_shared_prefill.py checks the latter).
+On CUDA nothing here is CPU-specific: the model keeps its dtype (bf16) and attention
+implementation (SDPA) from loading, and the batch size comes from the model card.
 
 `finish_reason` is "stop" (a stop string was found), "eos" (the model emitted EOS) or "length".
 """
@@ -29,13 +36,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
+    DynamicCache,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,23 +115,25 @@ def sample_seed(seed: int, prompt: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-class _RowSeededSampler(LogitsProcessor):
-    """Draws each row's next token with its own generator and forces it (greedy picks it)."""
+class _RowSeededSampler:
+    """Draws each row's next token with that row's own generator."""
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.temperature = temperature
         self.top_p = top_p
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def draw(self, scores: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """One token per line of `scores`; line i belongs to batch row `rows[i]`."""
         probabilities = torch.softmax(scores.float() / self.temperature, dim=-1)
         if self.top_p < 1:
             probabilities = _nucleus(probabilities, self.top_p)
-        forced = torch.full_like(scores, float("-inf"))
-        for row, generator in enumerate(self.generators):
-            token = torch.multinomial(probabilities[row], 1, generator=generator)
-            forced[row, token] = 0.0
-        return forced
+        return torch.cat(
+            [
+                torch.multinomial(probabilities[line], 1, generator=self.generators[row])
+                for line, row in enumerate(rows)
+            ]
+        )
 
 
 def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -147,30 +152,24 @@ def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probabilities).scatter(-1, order, sorted_probs)
 
 
-class _StopOnSequences(StoppingCriteria):
-    """Marks a row finished once its new text contains a stop string; records where."""
+class _StopChecker:
+    """Whether a row's new tokens contain a stop string, decoding only their tail.
 
-    def __init__(self, tokenizer, prompt_length: int, stops: Sequence[str], rows: int):
+    A stop string of n characters spans at most n tokens (+ slack for partial bytes), and every
+    earlier tail was already checked, so decoding the last `window` tokens finds each stop string
+    on the step that completes it.
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
         self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
         self.stops = tuple(stops)
-        # A stop string of n characters spans at most n tokens (+ slack for partial bytes).
         self.window = max((len(stop) for stop in self.stops), default=0) + 4
-        self.done = torch.zeros(rows, dtype=torch.bool)
-        # New-token count at which each row stopped; later positions hold padding.
-        self.stopped_after: list[int | None] = [None] * rows
 
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
-    ) -> torch.BoolTensor:
-        if self.stops:
-            start = max(self.prompt_length, input_ids.shape[1] - self.window)
-            tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
-            for row, tail in enumerate(tails):
-                if not self.done[row] and any(stop in tail for stop in self.stops):
-                    self.done[row] = True
-                    self.stopped_after[row] = input_ids.shape[1] - self.prompt_length
-        return self.done.to(input_ids.device).clone()
+    def stopped(self, new_ids: Sequence[int]) -> bool:
+        if not self.stops:
+            return False
+        tail = self.tokenizer.decode(new_ids[-self.window :], skip_special_tokens=True)
+        return any(stop in tail for stop in self.stops)
 
 
 def generate(
@@ -183,6 +182,7 @@ def generate(
     add_special_tokens: bool = True,
     progress: bool = True,
     context_length: int | None = None,
+    shared_prefill: bool = True,
 ) -> list[Generation]:
     """`params.n_samples` generations per prompt, ordered by (prompt, sample index)."""
     jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
@@ -196,6 +196,7 @@ def generate(
         add_special_tokens=add_special_tokens,
         progress=progress,
         context_length=context_length,
+        shared_prefill=shared_prefill,
     )
 
 
@@ -211,11 +212,13 @@ def generate_jobs(
     progress: bool = True,
     context_length: int | None = None,
     on_batch: Callable[[list[Generation]], None] | None = None,
+    shared_prefill: bool = True,
 ) -> list[Generation]:
     """Generate the given (prompt index, sample index) jobs, in job order.
 
     `on_batch` receives each finished batch (the cache commits there, so a killed run keeps
-    every finished batch). Greedy jobs of the same prompt are generated once and copied.
+    every finished batch). Greedy jobs of the same prompt are generated once and copied;
+    with `shared_prefill`, sampled jobs of the same prompt in one batch share its prefill.
     """
     if batch_size <= 0:
         raise DecodingError(f"batch_size must be positive, got {batch_size}")
@@ -230,7 +233,13 @@ def generate_jobs(
     results: dict[tuple[int, int], Generation] = {}
     for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
         generated = _generate_batch(
-            model, tokenizer, batch, prompts=prompts, encoded=encoded, params=params
+            model,
+            tokenizer,
+            batch,
+            prompts=prompts,
+            encoded=encoded,
+            params=params,
+            shared_prefill=shared_prefill,
         )
         results.update({(g.prompt_index, g.sample_idx): g for g in generated})
         if on_batch is not None:
@@ -274,40 +283,96 @@ def _expand(generated: list[Generation], jobs, greedy: bool) -> list[Generation]
 
 
 @torch.inference_mode()
-def _generate_batch(model, tokenizer, batch, *, prompts, encoded, params) -> list[Generation]:
+def _generate_batch(
+    model, tokenizer, batch, *, prompts, encoded, params, shared_prefill
+) -> list[Generation]:
     started = time.perf_counter()
     device = next(model.parameters()).device
     padded = tokenizer.pad(
         {"input_ids": [encoded[p] for p, _ in batch]}, padding=True, return_tensors="pt"
     ).to(device)
-    prompt_length = padded["input_ids"].shape[1]
-    stopper = _StopOnSequences(tokenizer, prompt_length, params.stop_sequences, len(batch))
-    processors = LogitsProcessorList()
+    sampler = None
     if not params.greedy:
         seeds = [sample_seed(params.seed, prompts[p], s) for p, s in batch]
-        processors.append(_RowSeededSampler(seeds, params.temperature, params.top_p, device))
+        sampler = _RowSeededSampler(seeds, params.temperature, params.top_p, device)
     eos_ids = _eos_ids(model, tokenizer)
-    config = GenerationConfig(
-        max_new_tokens=params.max_new_tokens,
-        do_sample=False,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    output = model.generate(
-        **padded,
-        generation_config=config,
-        logits_processor=processors,
-        stopping_criteria=StoppingCriteriaList([stopper]),
+    new_ids = _decode(
+        model,
+        padded,
+        [p for p, _ in batch],
+        params=params,
+        stopper=_StopChecker(tokenizer, params.stop_sequences),
+        eos_ids=set(eos_ids),
+        sampler=sampler,
+        shared_prefill=shared_prefill,
     )
     seconds = (time.perf_counter() - started) / len(batch)
-    rows = []
-    for row, job in enumerate(batch):
-        new_ids = output[row, prompt_length:].tolist()[: stopper.stopped_after[row]]
-        rows.append(
-            _finish(tokenizer, job, new_ids, eos_ids=eos_ids, params=params, seconds=seconds)
-        )
-    return rows
+    return [
+        _finish(tokenizer, job, ids, eos_ids=eos_ids, params=params, seconds=seconds)
+        for job, ids in zip(batch, new_ids, strict=True)
+    ]
+
+
+def _decode(
+    model, padded, prompt_of_row, *, params, stopper, eos_ids, sampler, shared_prefill
+) -> list[list[int]]:
+    """New token ids of every row; a row leaves the batch (and its KV cache) once it ends.
+
+    Finished rows leaving means each step costs only the rows still running, instead of every
+    row until the longest one ends. With `shared_prefill` the prompt of several rows is
+    prefilled once and its KV cache and first logits are copied to those rows. Positions follow
+    the left padding exactly as `model.generate` derives them from the attention mask.
+    """
+    input_ids, mask = padded["input_ids"], padded["attention_mask"]
+    device = input_ids.device
+    rows = list(range(len(prompt_of_row)))
+    prefilled, expand = rows, rows
+    if shared_prefill:
+        distinct = list(dict.fromkeys(prompt_of_row))
+        prefilled = [prompt_of_row.index(p) for p in distinct]
+        expand = [distinct.index(p) for p in prompt_of_row]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    chosen = torch.tensor(prefilled, device=device)
+    logits = model(
+        input_ids=input_ids[chosen],
+        attention_mask=mask[chosen],
+        position_ids=positions[chosen],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+    if len(prefilled) < len(rows):
+        copies = torch.tensor(expand, device=device)
+        cache.batch_select_indices(copies)
+        logits = logits[copies]
+    next_position = positions[:, -1:] + 1
+    active = rows
+    new_ids: list[list[int]] = [[] for _ in rows]
+    for step in range(params.max_new_tokens):
+        tokens = logits.argmax(-1) if sampler is None else sampler.draw(logits, active)
+        keep = []
+        for line, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
+            new_ids[row].append(token)
+            if token not in eos_ids and not stopper.stopped(new_ids[row]):
+                keep.append(line)
+        if not keep or step == params.max_new_tokens - 1:
+            break
+        if len(keep) < len(active):
+            kept = torch.tensor(keep, device=device)
+            cache.batch_select_indices(kept)
+            mask, tokens, next_position = mask[kept], tokens[kept], next_position[kept]
+            active = [active[line] for line in keep]
+        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_position,
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        next_position = next_position + 1
+    return new_ids
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
