@@ -47,7 +47,9 @@ def _load_study_inputs(env: str, runtime_params: dict):
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT, env=env, runtime_params=runtime_params) as s:
+    with KedroSession.create(
+        project_path=PROJECT_ROOT, env=env, runtime_params=runtime_params
+    ) as s:
         context = s.load_context()
         params = context.params
         if not context.catalog.exists("edit_requests"):
@@ -63,7 +65,8 @@ def _problems_per_api(edit_requests, benchmark, max_per_subset: int | None) -> l
         per_subset = rows.groupby("subset").size()
         counts.append(
             sum(
-                int(per_subset.get(subset, 0)) if max_per_subset is None
+                int(per_subset.get(subset, 0))
+                if max_per_subset is None
                 else min(int(per_subset.get(subset, 0)), int(max_per_subset))
                 for subset in ("reliability", "generalization")
             )
@@ -73,10 +76,20 @@ def _problems_per_api(edit_requests, benchmark, max_per_subset: int | None) -> l
 
 def _kedro(env: str, pipeline: str, params: dict, log_path: Path) -> None:
     dotlist = ",".join(f"{key}={value}" for key, value in _flatten(params))
-    command = [sys.executable, "-m", "kedro", "run", f"--env={env}", f"--pipelines={pipeline}", f"--params={dotlist}"]
+    command = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        f"--env={env}",
+        f"--pipelines={pipeline}",
+        f"--params={dotlist}",
+    ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
-        code = subprocess.run(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
     if code != 0:
         raise click.ClickException(f"{' '.join(command)} failed; see {log_path}")
 
@@ -86,7 +99,7 @@ def _flatten(params: dict, prefix: str = ""):
         if isinstance(value, dict):
             yield from _flatten(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{key}", value
+            yield f"{prefix}{key}", "null" if value is None else value
 
 
 @click.group(name="apiedit_kedro")
@@ -96,16 +109,31 @@ def cli():
 
 @cli.command()
 @click.option("--env", "env", required=True, help="Model environment (a folder under conf/).")
-@click.option("--methods", default="all", show_default=True, help="Comma-separated methods or 'all'.")
+@click.option(
+    "--methods", default="all", show_default=True, help="Comma-separated methods or 'all'."
+)
 @click.option("--regimes", default="instant,sequential", show_default=True)
-@click.option("--shards", default=1, show_default=True, type=int, help="API shards of instant jobs.")
+@click.option(
+    "--shards", default=1, show_default=True, type=int, help="API shards of instant jobs."
+)
 @click.option("--ray-address", default=None, help="Existing Ray cluster (e.g. 'auto'); else local.")
 @click.option("--gpus-per-job", default=1.0, show_default=True, type=float)
 @click.option("--max-retries", default=2, show_default=True, type=int)
 @click.option("--data-root", default="data", show_default=True, help="Shared storage for all jobs.")
 @click.option("--params", default="", help="Extra key=value,... passed to every job's kedro run.")
 @click.option("--dry-run", is_flag=True, help="Print the job table and GPU-hour estimate only.")
-def fanout(env, methods, regimes, shards, ray_address, gpus_per_job, max_retries, data_root, params, dry_run):
+def fanout(
+    env,
+    methods,
+    regimes,
+    shards,
+    ray_address,
+    gpus_per_job,
+    max_retries,
+    data_root,
+    params,
+    dry_run,
+):
     """Plan, run (on Ray, one GPU per job), resume and merge the study for one model env.
 
     Instant jobs are one per (method, API shard). Sequential jobs are one per method and never
@@ -145,9 +173,13 @@ def fanout(env, methods, regimes, shards, ray_address, gpus_per_job, max_retries
         raise click.BadParameter(str(error)) from error
     jobs = plan_jobs(
         grid,
-        problems_per_api=_problems_per_api(edit_requests, benchmark, study["max_problems_per_subset"]),
+        problems_per_api=_problems_per_api(
+            edit_requests, benchmark, study["max_problems_per_subset"]
+        ),
         max_apis=study["max_apis"],
-        specificity=min(int(study["specificity_sample"] or 0), int((benchmark["subset"] == "specificity").sum()))
+        specificity=min(
+            int(study["specificity_sample"] or 0), int((benchmark["subset"] == "specificity").sum())
+        )
         if study["specificity_sample"] is not None
         else int((benchmark["subset"] == "specificity").sum()),
         n_samples=int(study_params["generation"]["n_samples"]),
@@ -155,7 +187,10 @@ def fanout(env, methods, regimes, shards, ray_address, gpus_per_job, max_retries
     )
     tokens_per_second = float(study_params["fanout"]["tokens_per_second"])
     max_new_tokens = int(study_params["generation"]["max_new_tokens"])
-    hours = [estimate_gpu_hours(j, max_new_tokens=max_new_tokens, tokens_per_second=tokens_per_second) for j in jobs]
+    hours = [
+        estimate_gpu_hours(j, max_new_tokens=max_new_tokens, tokens_per_second=tokens_per_second)
+        for j in jobs
+    ]
     if dry_run:
         click.echo(f"{'job':<48} {'generations':>12} {'GPU-hours':>10}")
         for job, hour in zip(jobs, hours, strict=True):
@@ -180,7 +215,9 @@ def fanout(env, methods, regimes, shards, ray_address, gpus_per_job, max_retries
         extra_params=extra,
     )
     if set(grid.regimes) == set(REGIMES):
-        _kedro(env, "merge", {**runtime_params, "merge_shards": shards}, run_dir / "logs" / "merge.log")
+        _kedro(
+            env, "merge", {**runtime_params, "merge_shards": shards}, run_dir / "logs" / "merge.log"
+        )
         logger.info("merged tables under %s/08_reporting/<model>/merged/", data_root_path)
     else:
         logger.info("merge needs both regimes; run it when the other regime's jobs are done")

@@ -59,7 +59,9 @@ class JobGrid:
 
 def parse_choices(text: str, valid: Sequence[str], what: str) -> tuple[str, ...]:
     """A comma-separated list (or `all`) checked against the valid choices."""
-    chosen = tuple(valid) if text == "all" else tuple(v.strip() for v in text.split(",") if v.strip())
+    chosen = (
+        tuple(valid) if text == "all" else tuple(v.strip() for v in text.split(",") if v.strip())
+    )
     if not chosen:
         raise FanoutError(f"--{what} is empty; choose from {', '.join(valid)} or 'all'")
     for value in chosen:

@@ -44,8 +44,13 @@ def _run_one(command: list[str], project_root: str, log_path: str, done_path: st
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         code = subprocess.run(
-            command, cwd=project_root, stdout=log, stderr=subprocess.STDOUT, env=env, check=False,
-            preexec_fn=_die_with_parent
+            command,
+            cwd=project_root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
+            preexec_fn=_die_with_parent,
         ).returncode
     if code != 0:
         raise JobFailed(f"{' '.join(command)} exited {code}; see {log_path}")
@@ -73,12 +78,16 @@ def run_jobs(
     import ray
 
     todo = pending_jobs(jobs, run_dir)
-    logger.info("%d of %d jobs already finished; running %d", len(jobs) - len(todo), len(jobs), len(todo))
+    logger.info(
+        "%d of %d jobs already finished; running %d", len(jobs) - len(todo), len(jobs), len(todo)
+    )
     if not todo:
         return []
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False)
-    task = ray.remote(num_gpus=gpus_per_job, max_retries=max_retries, retry_exceptions=True)(_run_one)
+    task = ray.remote(num_gpus=gpus_per_job, max_retries=max_retries, retry_exceptions=True)(
+        _run_one
+    )
     futures = {
         task.remote(
             job.kedro_command(data_root, extra_params),

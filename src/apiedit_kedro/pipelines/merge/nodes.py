@@ -8,7 +8,9 @@ import pandas as pd
 from apiedit_kedro.study.selection import shard_tag
 
 # <shard>/<method>/<name>.parquet/<version>/<name>  (suffix stripped by the partitioned dataset)
-_PARTITION = re.compile(r"^(?P<shard>[^/]+)/(?P<method>[^/]+)/(?P<name>[^/]+)\.parquet/(?P<version>[^/]+)/")
+_PARTITION = re.compile(
+    r"^(?P<shard>[^/]+)/(?P<method>[^/]+)/(?P<name>[^/]+)\.parquet/(?P<version>[^/]+)/"
+)
 
 
 def _shard_folders(regime: str, shards: int) -> set[str]:

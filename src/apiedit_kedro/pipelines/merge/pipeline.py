@@ -18,7 +18,9 @@ from apiedit_kedro.pipelines.merge.nodes import union_shard_outputs
 
 
 def _union_node(name: str, regime: str) -> Node:
-    function = update_wrapper(partial(union_shard_outputs, name=name, regime=regime), union_shard_outputs)
+    function = update_wrapper(
+        partial(union_shard_outputs, name=name, regime=regime), union_shard_outputs
+    )
     return Node(
         function,
         inputs={"partitions": "shard_outputs", "shards": "params:merge.shards"},
