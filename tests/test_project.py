@@ -1,6 +1,8 @@
 """The Kedro project itself: settings load, every registered pipeline imports, hooks time nodes."""
 
 import logging
+import subprocess
+import sys
 
 from kedro.framework.project import pipelines, settings
 from kedro.framework.startup import bootstrap_project
@@ -23,6 +25,23 @@ def test_project_bootstraps_and_registers_pipelines(project_root):
         registered["__default__"].nodes
         == sum((registered[name] for name in named), Pipeline([])).nodes
     )
+    assert named == {"synthesis", "instant", "sequential", "evaluation"}
+
+
+def test_an_unknown_pipeline_names_the_registered_one_it_resembles(project_root):
+    completed = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline=sequentail"],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((completed.stdout + completed.stderr).split())
+    assert completed.returncode != 0
+    assert "Failed to find the pipeline named 'sequentail'" in output
+    assert "Did you mean one of these instead? sequential" in output
+    assert "ImportError" not in output
 
 
 def test_timing_hook_logs_each_node_duration(caplog):

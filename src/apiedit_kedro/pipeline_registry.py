@@ -1,12 +1,24 @@
-"""Project pipelines: every package under `pipelines/` is discovered; `__default__` runs them all."""
+"""Project pipelines, registered explicitly; `__default__` runs all but `merge`.
 
-from kedro.framework.project import find_pipelines
+Explicit registration (not `find_pipelines`) makes an unknown `--pipeline` name a Kedro error that
+names the closest registered pipelines, instead of an ImportError about a module that does not
+exist.
+"""
+
 from kedro.pipeline import Pipeline
+
+from apiedit_kedro.pipelines import evaluation, instant, merge, sequential, synthesis
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(raise_errors=True)
-    # `merge` unions the shards of a `kedro fanout` run; it is never part of a one-machine run.
+    pipelines = {
+        "synthesis": synthesis.create_pipeline(),
+        "instant": instant.create_pipeline(),
+        "sequential": sequential.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+        # `merge` unions the shards of a `kedro fanout` run; it is never part of a one-machine run.
+        "merge": merge.create_pipeline(),
+    }
     pipelines["__default__"] = sum(
         (pipeline for name, pipeline in pipelines.items() if name != "merge"), Pipeline([])
     )
