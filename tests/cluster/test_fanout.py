@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
-# Greedy, every API of the synthesis slice (5 on tiny), one problem per subset, 2 specificity.
-PARAMS = "synthesis_max_problems=40,study.max_apis=null,generation.temperature=0"
+# Greedy, every API of the synthesis slice (5 on tiny from the first 20 problems), one problem per
+# subset, 2 specificity.
+PARAMS = "synthesis_max_problems=20,study.max_apis=null,generation.temperature=0"
 
 
 @pytest.fixture(scope="module")
