@@ -113,3 +113,16 @@ def test_covariance_solve_matches_dense_inverse(ridge):
     rhs = torch.randn(10, generator=generator, dtype=torch.float64)
     expected = torch.linalg.inv(stats.second_moment(0, ridge)) @ rhs
     assert torch.allclose(stats.solve(0, rhs, ridge), expected, rtol=1e-8)
+
+
+def test_grace_firing_counts_queries_and_fires_per_position():
+    from apiedit_kedro.editing.grace import firing_counts
+
+    model = nn.Sequential(GraceAdapter(nn.Linear(4, 3)))
+    key = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    model[0].add_entry(key, torch.ones(3), 0.1, (1,), "e0")
+    inputs = torch.stack([key, key + 0.05, torch.tensor([0.0, 5.0, 0.0, 0.0])])[None]
+    model(inputs)  # 3 positions: two within the radius, one far away
+    assert firing_counts(model) == (3, 2)
+    model(inputs[:, 2:])
+    assert firing_counts(model) == (4, 2)

@@ -77,6 +77,13 @@ def test_instant_outputs_follow_the_contract(run, method, tmp_path):
     if method in ("rome", "grace"):
         assert {"rewrite_acc", "rephrase_acc", "locality", "edit_seconds"} <= set(log.columns)
         assert log["edit_seconds"].gt(0).all()
+    if method == "grace":
+        # Every prompt position and decoded token is one codebook query. (On this random model
+        # the generation prompts' keys all lie outside the tiny radius, so it fires 0 times.)
+        assert log["grace_queries"].gt(0).all()
+        assert (log["grace_fired"] <= log["grace_queries"]).all()
+    else:
+        assert "grace_queries" not in log.columns
 
 
 def test_prepend_doc_changes_the_prompt_not_the_weights(run, tmp_path):

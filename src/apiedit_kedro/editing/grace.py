@@ -19,7 +19,7 @@ from apiedit_kedro.editing.hparams import GraceHparams
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
 
-__all__ = ["GraceAdapter", "attach_codebook", "grace_edit", "restore_codebook"]
+__all__ = ["GraceAdapter", "attach_codebook", "firing_counts", "grace_edit", "restore_codebook"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,16 @@ class GraceAdapter(nn.Module):
         self.labels.append(tuple(label))
         self.edit_ids.append(edit_id)
         return len(self.keys) - 1
+
+
+def firing_counts(model: nn.Module) -> tuple[int, int]:
+    """(positions queried, positions where an entry fired) so far, over the model's adaptors.
+
+    The difference across a generation is that generation's firing rate: how often the codebook
+    replaced the layer output while the model wrote its samples.
+    """
+    adapters = [module for module in model.modules() if isinstance(module, GraceAdapter)]
+    return sum(a.queried for a in adapters), sum(a.fired for a in adapters)
 
 
 def _adapter_at(model, anatomy: ModelAnatomy, layer: int) -> GraceAdapter:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from apiedit_kedro.editing import METHODS as EDITING_METHODS
 from apiedit_kedro.editing import CovarianceStats, apply_edits, weight_checksum
+from apiedit_kedro.editing.grace import firing_counts
 from apiedit_kedro.editing.result import combined_drift
 from apiedit_kedro.metrics.edit_metrics import edit_metrics, next_token_predictions
 from apiedit_kedro.models.cache import GenerationCache, generate_cached
@@ -281,9 +282,11 @@ def run_instant(context: StudyContext, requests: pd.DataFrame) -> tuple[pd.DataF
         started = time.perf_counter()
         result, metrics = _apply_one(context, request)
         stats = _edit_stats(result, metrics, time.perf_counter() - started)
+        before = firing_counts(context.loaded.model)
         try:
             generations.append(generate())
         finally:
+            stats.update(_firing_during(context, before))
             result.restore(context.loaded.model)
         stats["restored_exact"] = weight_checksum(context.loaded.model) == checksum
         if not stats["restored_exact"]:
@@ -349,6 +352,7 @@ def run_sequential(
                 api_for.extend([api_id] * len(problems))
             parts.append(context.specificity)
             api_for.extend([""] * len(context.specificity))
+            before = firing_counts(context.loaded.model)
             generations.append(
                 _generate(
                     context,
@@ -360,12 +364,25 @@ def run_sequential(
                     weight_state=context.weight_state(edited_ids),
                 )
             )
+            row.update(_firing_during(context, before))
     finally:
         for result in reversed(results):
             result.restore(context.loaded.model)
     if context.edits_weights and weight_checksum(context.loaded.model) != checksum:
         raise RuntimeError(f"{context.method}: sequential edits were not restored exactly")
     return _concat(generations, GENERATION_COLUMNS), pd.DataFrame(log)
+
+
+def _firing_during(context: StudyContext, before: tuple[int, int]) -> dict[str, int]:
+    """GRACE's codebook use while generating since `before`: positions queried and fired.
+
+    Only GRACE rows carry these columns. Generations read back from the cache ran no forward
+    pass, so a fully cached rerun counts 0 queries.
+    """
+    if context.method != "grace":
+        return {}
+    queried, fired = firing_counts(context.loaded.model)
+    return {"grace_queries": queried - before[0], "grace_fired": fired - before[1]}
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
