@@ -42,22 +42,28 @@ from apiedit_kedro.sandbox import execute, shutdown_pool
 
 logger = logging.getLogger("generation_throughput")
 ROOT = Path(__file__).resolve().parents[1]
-MBPP_PATH = Path("/work/shared/data/mbpp/mbpp.jsonl")
+# Where scripts/setup.sh puts MBPP (copied from ../shared/data/mbpp/).
+MBPP_PATH = Path(__file__).resolve().parents[1] / "data" / "01_raw" / "mbpp.jsonl"
 
 
 def _tokens_per_second(generations: list[Generation], seconds: float) -> float:
     return sum(g.new_tokens for g in generations) / seconds
 
 
-def measure_throughput(loaded, prompts: list[str], args) -> dict:
-    params = DecodingParams(
+def _sampling(loaded, args, prompt_format: str) -> DecodingParams:
+    """The paper's sampling (T = 0.8, top-p 0.95) with the format's stop sequences."""
+    return DecodingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=0.8,
         top_p=0.95,
         n_samples=args.samples,
         seed=2511,
-        stop_sequences=stop_sequences_for("humaneval", loaded.card.stop_sequences),
+        stop_sequences=stop_sequences_for(prompt_format, loaded.card.stop_sequences),
     )
+
+
+def measure_throughput(loaded, prompts: list[str], args) -> dict:
+    params = _sampling(loaded, args, "humaneval")
     model, tokenizer = loaded.model, loaded.tokenizer
     jobs = [(p, s) for p in range(len(prompts)) for s in range(args.samples)]
     # Same order as generate_jobs' batching (longest prompts first), cut into single batches.
@@ -116,14 +122,7 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
 
 
 def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
-    params = DecodingParams(
-        max_new_tokens=args.max_new_tokens,
-        temperature=0.8,
-        top_p=0.95,
-        n_samples=args.samples,
-        seed=2511,
-        stop_sequences=stop_sequences_for("mbpp", loaded.card.stop_sequences),
-    )
+    params = _sampling(loaded, args, "mbpp")
     model, tokenizer = loaded.model, loaded.tokenizer
     seconds = {True: 0.0, False: 0.0}
     outputs: dict[bool, list[Generation]] = {True: [], False: []}

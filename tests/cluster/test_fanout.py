@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from apiedit_kedro.cli import cli
 from apiedit_kedro.metrics.pass_at_k import pass_at_k_table
+from apiedit_kedro.study.contracts import GENERATION_KEYS
 
 pytestmark = pytest.mark.slow
 
@@ -153,16 +154,7 @@ def test_sharded_fanout_merges_to_the_unsharded_study(synthesised, tmp_path, ray
     )  # fmt: skip
     base = f"{unsharded}/07_model_output/tiny/all"
     merged = f"{sharded}/08_reporting/tiny/merged"
-    keys = [
-        "method",
-        "regime",
-        "edit_step",
-        "api_id",
-        "problem_id",
-        "subset",
-        "sample_idx",
-        "world",
-    ]
+    keys = [*(key for key in GENERATION_KEYS if key != "model"), "world"]
     expected = pd.concat(
         [_latest(f"{base}/{m}/execution_results.parquet/*/*") for m in ("none", "rome")]
     )
