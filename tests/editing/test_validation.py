@@ -107,10 +107,16 @@ def test_missing_covariance_and_bad_layers_fail_before_work(tiny_params):
         apply_edits(model, tokenizer, [GOOD], method="memit", hparams=tiny_params["memit"])
     with pytest.raises(ValueError, match="layer 7 does not exist"):
         apply_edits(model, tokenizer, [GOOD], method="ft", hparams={"layers": [7]})
-    with pytest.raises(ValueError, match="one request at a time"):
+    with pytest.raises(
+        ValueError, match=r"one request at a time.*batch mode exists for ft, memit, pmet"
+    ):
         apply_edits(
             model, tokenizer, [GOOD], method="rome", hparams=tiny_params["rome"], mode="batch"
         )
+    with pytest.raises(ValueError, match="pmet needs covariance"):
+        apply_edits(model, tokenizer, [GOOD], method="pmet", hparams=tiny_params["pmet"])
+    with pytest.raises(ValueError, match="choose one of ft, grace, rome, memit, pmet"):
+        apply_edits(model, tokenizer, [GOOD], method="romee", hparams={})
 
 
 def test_hparams_are_typed_and_checked():

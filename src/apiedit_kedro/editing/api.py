@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -26,15 +27,32 @@ from apiedit_kedro.editing.requests import EditRequest, context_length, parse_re
 from apiedit_kedro.editing.result import EditContext, EditResult
 from apiedit_kedro.editing.rome import rome_edit
 
-__all__ = ["METHODS", "EditError", "apply_edits"]
+__all__ = ["METHODS", "REGISTRY", "EditError", "EditMethod", "apply_edits"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ft", "grace", "rome", "memit", "pmet")
-# one request per call; the rest take a list and so also support mode="batch"
-_PER_REQUEST = {"rome": rome_edit, "grace": grace_edit}
-_LIST = {"ft": ft_edit, "memit": memit_edit, "pmet": pmet_edit}
-_NEEDS_COVARIANCE = ("memit", "pmet")
+
+@dataclass(frozen=True)
+class EditMethod:
+    """How `apply_edits` drives one method.
+
+    A per-request method edits one request per call (so it has no batch mode); the others take
+    a list of requests, which is what batch mode hands them at once.
+    """
+
+    edit: Callable[..., dict]
+    per_request: bool
+    needs_covariance: bool  # ROME's depends on its hparams (mom2_adjustment), checked apart
+
+
+REGISTRY: dict[str, EditMethod] = {
+    "ft": EditMethod(ft_edit, per_request=False, needs_covariance=False),
+    "grace": EditMethod(grace_edit, per_request=True, needs_covariance=False),
+    "rome": EditMethod(rome_edit, per_request=True, needs_covariance=False),
+    "memit": EditMethod(memit_edit, per_request=False, needs_covariance=True),
+    "pmet": EditMethod(pmet_edit, per_request=False, needs_covariance=True),
+}
+METHODS = tuple(REGISTRY)
 
 
 class EditError(RuntimeError):
@@ -46,15 +64,16 @@ def _check_method(method: str, mode: str) -> None:
         raise ValueError(f"unknown editing method {method!r}; choose one of {', '.join(METHODS)}")
     if mode not in ("sequential", "batch"):
         raise ValueError(f"unknown edit mode {mode!r}; choose 'sequential' or 'batch'")
-    if mode == "batch" and method in _PER_REQUEST:
+    if mode == "batch" and REGISTRY[method].per_request:
+        batchable = [name for name, entry in REGISTRY.items() if not entry.per_request]
         raise ValueError(
             f"{method} edits one request at a time; use mode='sequential' "
-            f"(batch mode exists for {', '.join(_LIST)})"
+            f"(batch mode exists for {', '.join(batchable)})"
         )
 
 
 def _check_covariance(method: str, hparams, covariance: CovarianceStats | None) -> None:
-    needs = method in _NEEDS_COVARIANCE or (method == "rome" and hparams.mom2_adjustment)
+    needs = REGISTRY[method].needs_covariance or (method == "rome" and hparams.mom2_adjustment)
     if not needs:
         return
     if covariance is None:
@@ -114,10 +133,8 @@ def apply_edits(
     for group in groups:
         started = time.perf_counter()
         try:
-            if method in _PER_REQUEST:
-                stats = _PER_REQUEST[method](context, group[0])
-            else:
-                stats = _LIST[method](context, group)
+            entry = REGISTRY[method]
+            stats = entry.edit(context, group[0] if entry.per_request else group)
             if not math.isfinite(float(stats.get("final_loss", 0.0))):
                 raise FloatingPointError("the edit loss is NaN/Inf")
         except Exception as error:
