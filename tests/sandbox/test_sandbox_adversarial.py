@@ -33,7 +33,7 @@ CASES: dict[str, tuple[str, set[str]]] = {
         # ctypes goes around the guard: 16 spinning processes, killed as a group at the deadline
         "import ctypes\nlibc = ctypes.CDLL(None)\nfor _ in range(4):\n    libc.fork()\n"
         "while True:\n    pass\n",
-        {"timeout"},
+        {"tamper_suspect"},
     ),
     "subprocess_rm": (
         "import subprocess\nsubprocess.run(['rm', '-f', '{sentinel}'])\n",
@@ -51,7 +51,7 @@ CASES: dict[str, tuple[str, set[str]]] = {
     "sys_exit_before_tests": ("import sys\nsys.exit(0)\n", {"early_exit"}),
     "os_exit_before_tests": ("import os\nos._exit(0)\n", {"early_exit"}),
     "builtin_exit": ("exit(0)\n", {"guard_violation"}),
-    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"crash"}),
+    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"tamper_suspect"}),
     "abort": ("import os\nos.abort()\n", {"crash"}),
     "write_outside": ("open('{sentinel}', 'w').write('changed')\n", {"guard_violation"}),
     "append_outside_os_open": (

@@ -7,12 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apiedit_kedro.sandbox.pool import (
-    SandboxStartupError,
-    default_worker_count,
-    get_pool,
-    shutdown_pool,
-)
+from apiedit_kedro.sandbox.pool import default_worker_count, get_pool, shutdown_pool
 from apiedit_kedro.sandbox.requests import prepare_tasks
 
 logger = logging.getLogger(__name__)
@@ -51,8 +46,10 @@ def execute(
     ) as bar:
         try:
             results = pool.run(tasks, lambda: bar.update(1))
-        except SandboxStartupError:
-            shutdown_pool()  # a broken pool must not be reused by the next call
+        except BaseException:
+            # Interrupted (Ctrl-C) or broken: samples still run and replies sit in the pipes.
+            # Kill it all, so the next call starts a fresh pool instead of reading them.
+            shutdown_pool(kill=True)
             raise
     elapsed = time.monotonic() - started
     logger.info(

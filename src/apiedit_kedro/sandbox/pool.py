@@ -2,7 +2,8 @@
 
 Hand-written rather than `multiprocessing.Pool`/`concurrent.futures`: a worker that dies must cost
 exactly the one sample it was running (marked `sandbox_error`) and be replaced, which those pools
-do not offer (a dead `ProcessPoolExecutor` worker breaks the whole executor). One sample is in
+do not offer (a dead `ProcessPoolExecutor` worker breaks the whole executor). Only workers that
+die before their ready message count towards `SandboxStartupError`. One sample is in
 flight per worker; the main process never forks samples itself (a large parent forks slowly).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -24,6 +26,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from apiedit_kedro.sandbox import worker as worker_module
+from apiedit_kedro.sandbox.isolation import log_layers
+from apiedit_kedro.sandbox.protocol import (
+    READY,
+    ProtocolError,
+    parse_reply,
+    sandbox_error,
+    task_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +73,11 @@ def default_worker_count() -> int:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    served: int = 0  # results returned; 0 at death = it died starting up
+    ready: bool = False  # sent its ready message: only an unready worker's death is a start-up one
 
 
 class SandboxStartupError(RuntimeError):
-    """Sandbox workers keep dying before serving a sample."""
+    """Sandbox workers keep dying before they are ready to serve a sample."""
 
 
 def _give_up(task: dict[str, Any]) -> float:
@@ -103,20 +113,45 @@ class WorkerPool:
         root = scratch_root() or tempfile.gettempdir()
         _remove_stale_base_dirs(root)
         self.base_dir = tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=root)
-        self._workers = [self._start_worker() for _ in range(size)]
+        # Others (a sample's unprivileged uid) may enter it but not list it: sample directory
+        # names are random, so one sample cannot find or pre-create another's.
+        os.chmod(self.base_dir, 0o711)
+        self._batch_ids = itertools.count(1)
         self._startup_deaths = 0
+        self.isolation: dict[str, Any] | None = None  # the first ready worker's report
+        self._workers: list[_Worker] = []
+        for _ in range(size):
+            self._workers.append(self._start_worker())
 
     def _start_worker(self) -> _Worker:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker_module.serve,
-            args=(child_end, self.base_dir),
-            name="apiedit-sandbox-worker",
-            daemon=True,
-        )
-        process.start()
-        child_end.close()
-        return _Worker(process, parent_end)
+        while True:
+            parent_end, child_end = self._context.Pipe(duplex=True)
+            process = self._context.Process(
+                target=worker_module.serve,
+                args=(child_end, self.base_dir),
+                name="apiedit-sandbox-worker",
+                daemon=True,
+            )
+            try:
+                process.start()
+            except (EOFError, OSError) as error:  # e.g. the forkserver died while forking
+                parent_end.close()
+                self._count_startup_death(f"{type(error).__name__}: {error}")
+                continue
+            finally:
+                child_end.close()
+            return _Worker(process, parent_end)
+
+    def _count_startup_death(self, reason: str) -> None:
+        self._startup_deaths += 1
+        logger.warning("sandbox worker failed to start (%s)", reason)
+        if self._startup_deaths >= _MAX_STARTUP_DEATHS:
+            raise SandboxStartupError(
+                f"sandbox workers died {self._startup_deaths} times before they were ready "
+                f"(last: {reason}). Under the forkserver start method the main module must be "
+                "importable: run from a file or a notebook (with an "
+                "`if __name__ == '__main__':` guard), not from stdin; see the worker's stderr."
+            )
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -126,15 +161,16 @@ class WorkerPool:
             dead.process.kill()
         dead.process.join(timeout=_SHUTDOWN_JOIN_S)
         dead.conn.close()
-        self._startup_deaths = self._startup_deaths + 1 if dead.served == 0 else 0
-        if self._startup_deaths >= _MAX_STARTUP_DEATHS:
-            raise SandboxStartupError(
-                f"sandbox workers died {self._startup_deaths} times before serving a sample "
-                f"(last exit code {dead.process.exitcode}). Under the forkserver start method "
-                "the main module must be importable: run from a file or a notebook (with an "
-                "`if __name__ == '__main__':` guard), not from stdin; see the worker's stderr."
-            )
+        if not dead.ready:
+            self._count_startup_death(f"exit code {dead.process.exitcode}")
         self._workers[self._workers.index(dead)] = self._start_worker()
+
+    def _on_ready(self, worker: _Worker, report: Any) -> None:
+        worker.ready = True
+        self._startup_deaths = 0
+        if self.isolation is None and isinstance(report, dict):
+            self.isolation = report
+            log_layers(report)
 
     def run(
         self, tasks: list[dict[str, Any]], on_result: Callable[[], None]
@@ -143,25 +179,58 @@ class WorkerPool:
 
         Each worker holds up to `_QUEUE_DEPTH` tasks, so it starts the next sample without
         waiting for this process to be scheduled (on a busy machine that hand-off took ms).
-        Tasks queued behind the one a dead worker was running are resubmitted, not lost.
+        Every task carries this call's batch id: a reply from an earlier, interrupted call is
+        discarded, never taken for a verdict. Tasks queued behind the one a dead worker was
+        running are resubmitted, not lost; a worker that dies before it is ready loses nothing.
         """
+        batch_id = next(self._batch_ids)
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         queues: dict[int, _Queue] = {}  # id(worker) -> its in-flight tasks, oldest first
 
-        def fail_head(worker: _Worker, reason: str) -> None:
-            queue = queues.pop(id(worker))
-            index = queue.indexes.popleft()
-            logger.warning(
-                "sandbox worker pid %s lost request %d: %s", worker.process.pid, index, reason
-            )
-            results[index] = worker_module.failure_result(tasks[index], "sandbox_error", reason)
-            pending.extendleft(reversed(queue.indexes))
+        def lose(worker: _Worker, reason: str) -> None:
+            queue = queues.pop(id(worker), None)
+            indexes = queue.indexes if queue is not None else deque()
+            if worker.ready and indexes:
+                index = indexes.popleft()
+                logger.warning(
+                    "sandbox worker pid %s lost request %d: %s", worker.process.pid, index, reason
+                )
+                results[index] = sandbox_error(tasks[index], reason)
+                on_result()
+            pending.extendleft(reversed(indexes))
             self._replace(worker)
-            on_result()
+
+        def receive(worker: _Worker) -> bool:
+            """Handle every message waiting from `worker`; False if it is gone."""
+            while True:
+                try:
+                    if not worker.conn.poll():
+                        return True
+                    kind, first, second, record = parse_reply(worker.conn.recv())
+                except (EOFError, OSError):
+                    lose(worker, self._death_reason(worker))
+                    return False
+                except ProtocolError as error:
+                    lose(worker, f"sandbox worker broke the protocol ({error}); it was killed")
+                    return False
+                if kind == READY:
+                    self._on_ready(worker, second)
+                    continue
+                queue = queues.get(id(worker))
+                if first != batch_id or queue is None or second != queue.indexes[0]:
+                    logger.warning(
+                        "sandbox: discarded a stale reply (batch %s, request %s)", first, second
+                    )
+                    continue
+                results[second] = record
+                queue.pop_head(tasks)
+                if not queue.indexes:
+                    del queues[id(worker)]
+                on_result()
 
         while pending or queues:
-            self._fill(tasks, pending, queues)
+            self._fill(batch_id, tasks, pending, queues)
             if not queues:
                 continue
             nearest = min(queue.give_up for queue in queues.values())
@@ -170,33 +239,30 @@ class WorkerPool:
             ready = set(wait(waitables, timeout=max(0.0, nearest - time.monotonic())))
             for queue in list(queues.values()):
                 worker = queue.worker
-                if worker.conn in ready:
-                    try:
-                        index, result = worker.conn.recv()
-                    except (EOFError, OSError):
-                        fail_head(worker, self._death_reason(worker))
-                        continue
-                    results[index] = result
-                    worker.served += 1
-                    queue.pop_head(tasks)
-                    if not queue.indexes:
-                        del queues[id(worker)]
-                    on_result()
-                elif worker.process.sentinel in ready:
-                    fail_head(worker, self._death_reason(worker))
+                if worker.conn in ready and not receive(worker):
+                    continue
+                if id(worker) not in queues:
+                    continue
+                if worker.process.sentinel in ready:
+                    if receive(worker) and id(worker) in queues:
+                        lose(worker, self._death_reason(worker))
                 elif time.monotonic() > queue.give_up:
-                    fail_head(worker, "worker hung past the sample deadline; it was killed")
+                    lose(worker, "worker hung past the sample deadline; it was killed")
         return results  # type: ignore[return-value]
 
     def _fill(
-        self, tasks: list[dict[str, Any]], pending: deque[int], queues: dict[int, _Queue]
+        self,
+        batch_id: int,
+        tasks: list[dict[str, Any]],
+        pending: deque[int],
+        queues: dict[int, _Queue],
     ) -> None:
         for worker in list(self._workers):
             queue = queues.get(id(worker))
             while pending and (queue is None or len(queue.indexes) < _QUEUE_DEPTH):
                 index = pending.popleft()
                 try:
-                    worker.conn.send((index, tasks[index]))
+                    worker.conn.send(task_message(batch_id, index, tasks[index]))
                 except OSError:  # died while idle: nothing of it was lost, retry elsewhere
                     pending.appendleft(index)
                     if queue is None:
@@ -212,11 +278,16 @@ class WorkerPool:
         worker.process.join(timeout=_SHUTDOWN_JOIN_S)
         return f"sandbox worker process died (exit code {worker.process.exitcode}) on this sample"
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the workers: politely, or at once (`kill`, after an interrupted call)."""
+        if not kill:
+            for worker in self._workers:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
         for worker in self._workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send(None)
-        for worker in self._workers:
+            if kill:
+                with contextlib.suppress(Exception):
+                    worker.process.kill()
             worker.process.join(timeout=_SHUTDOWN_JOIN_S)
             if worker.process.is_alive():
                 worker.process.kill()
@@ -248,11 +319,15 @@ def get_pool(size: int) -> WorkerPool:
     return pool
 
 
-def shutdown_pool() -> None:
-    """Stop the pool's workers (registered atexit; safe to call any time)."""
+def shutdown_pool(*, kill: bool = False) -> None:
+    """Stop the pool's workers (registered atexit; safe to call any time).
+
+    `kill` stops them at once, without letting running samples finish: what `execute` does
+    when it is interrupted, so the next call starts from clean pipes.
+    """
     pool, _PoolHolder.pool = _PoolHolder.pool, None
     if pool is not None and pool.owner_pid == os.getpid():
-        pool.close()
+        pool.close(kill=kill)
 
 
 atexit.register(shutdown_pool)

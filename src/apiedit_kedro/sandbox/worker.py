@@ -2,11 +2,14 @@
 
 Hand-written (no maintained library supervises fork-per-sample children with streamed verdicts).
 The worker is started by the pool through the forkserver with the standard-library modules that
-samples commonly use already imported (before any limit exists), installs the reliability guard
-once for all its children, compiles the program and runs the static API scan itself (both
-world-independent), prepares the edited world once per mapping set, then forks. It enforces the
-wall-clock deadline by SIGKILLing the child's process group and always reaps: it is a child
-subreaper, so descendants orphaned by the kill are reaped here too and no zombie stays behind.
+samples commonly use already imported (before any limit exists), enters the OS isolation layers
+this machine allows (`isolation`), installs the reliability guard once for all its children,
+prepares the edited world once per mapping set, then forks one child per sample (the child
+compiles and scans the program itself, under the deadline). It enforces the wall-clock deadline
+by SIGKILLing the child's process group and always reaps, also when supervising fails: it is a
+child subreaper, so descendants orphaned by the kill are reaped here too and no zombie stays.
+
+It only supervises: the records and messages are `protocol`'s, the verdict rules `verdicts`'.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import ctypes
 import fcntl
 import gc
 import importlib
-import json
 import logging
 import math
 import os
@@ -26,16 +28,25 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from apiedit_kedro.sandbox.child import (
-    SANDBOX_FAILURE_STATUS,
-    ChildPlan,
-    prepare_guard,
-    run_child,
-    vm_size_bytes,
+from apiedit_kedro.sandbox.child import ChildPlan, run_child, vm_size_bytes
+from apiedit_kedro.sandbox.guard import prepare_guard
+from apiedit_kedro.sandbox.isolation import (
+    WorkerIsolation,
+    isolate_worker,
+    prepare_sample_dir,
 )
+from apiedit_kedro.sandbox.protocol import (
+    ChildRecords,
+    ProtocolError,
+    parse_records,
+    parse_task,
+    ready_message,
+    result_message,
+    sandbox_error,
+)
+from apiedit_kedro.sandbox.verdicts import ChildExit, assemble_result
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +56,7 @@ _kill = os.kill
 _killpg = os.killpg
 _mkdir = os.mkdir
 _rmdir = os.rmdir
-_WORKER_STATE = {"prepared": False, "raw_fork": False}
+_pidfd_open = os.pidfd_open
 # libc's fork through PyDLL (the GIL stays held across the call); see _fork_child.
 _libc_fork = ctypes.PyDLL(None, use_errno=True).fork
 
@@ -90,9 +101,17 @@ PRELOAD_MODULES = [
 ]
 
 
-def prepare_worker(base_dir: str) -> None:
-    """One-time worker set-up: subreaper, thread caps, pre-imports, guard; SIGINT to the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class _WorkerState:
+    """Set once by `prepare_worker`; the defaults describe the sandbox driven in-process."""
+
+    prepared = False
+    raw_fork = False
+    isolation = WorkerIsolation()
+
+
+def prepare_worker(base_dir: str) -> WorkerIsolation:
+    """One-time worker set-up: subreaper, thread caps, pre-imports, isolation, guard."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -103,16 +122,17 @@ def prepare_worker(base_dir: str) -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     _TEMP_DIRS.base = os.path.realpath(base_dir)
-    os.makedirs(_TEMP_DIRS.base, exist_ok=True)
+    _WorkerState.isolation = isolate_worker(_TEMP_DIRS.base)
     guard = prepare_guard()
     guard.arm(_worker_hit_guard, _TEMP_DIRS.base)
     guard.install()
-    _WORKER_STATE["prepared"] = True
-    _WORKER_STATE["raw_fork"] = _thread_count() == 1
+    _WorkerState.prepared = True
+    _WorkerState.raw_fork = _thread_count() == 1
     # Move everything imported so far out of the collector's reach: a collection in a forked
     # child would otherwise touch (copy-on-write) every object page of the worker.
     gc.collect()
     gc.freeze()
+    return _WorkerState.isolation
 
 
 def _thread_count() -> int:
@@ -132,7 +152,7 @@ def _fork_child() -> int:
     nothing to repair; the one hook with a visible effect, reseeding `random`, is replayed.
     Anywhere else (a threaded process, the sandbox driven in-process) `os.fork` is used.
     """
-    if not _WORKER_STATE["raw_fork"]:
+    if not _WorkerState.raw_fork:
         return _fork()
     pid = _libc_fork()
     if pid < 0:
@@ -148,8 +168,13 @@ def _worker_hit_guard(name: str) -> None:
 
 
 def serve(conn: Any, base_dir: str) -> None:
-    """Worker main loop (module-level so the forkserver can start it): one sample at a time."""
-    prepare_worker(base_dir)
+    """Worker main loop (module-level so the forkserver can start it): one sample at a time.
+
+    Announces itself once set up (only a worker that dies before that is a start-up failure),
+    then answers every task with a result tagged with the task's batch id and index.
+    """
+    isolation = prepare_worker(base_dir)
+    conn.send(ready_message(os.getpid(), isolation.report()))
     while True:
         try:
             message = conn.recv()
@@ -157,33 +182,17 @@ def serve(conn: Any, base_dir: str) -> None:
             return
         if message is None:
             return
-        index, task = message
         try:
-            result = run_sample(task)
+            batch_id, index, task = parse_task(message)
+        except ProtocolError:
+            logger.exception("sandbox worker got a malformed message; stopping")
+            return
+        try:
+            record = run_sample(task)
         except Exception as exc:
             logger.exception("sandbox worker failed on request %d", index)
-            result = failure_result(task, "sandbox_error", f"{type(exc).__name__}: {exc}")
-        conn.send((index, result))
-
-
-@dataclass
-class _Records:
-    """What the child reported through its pipe."""
-
-    load: tuple[bool, str, str] | None = None
-    setup: tuple[bool, str, str] | None = None
-    units: dict[int, tuple[bool, str, str]] = field(default_factory=dict)
-    guard: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    done: bool = False
-
-
-@dataclass
-class _Exit:
-    """How the child ended."""
-
-    killed_at_deadline: bool
-    exit_code: int  # negative = killed by that signal
+            record = sandbox_error(task, f"{type(exc).__name__}: {exc}")
+        conn.send(result_message(batch_id, index, record))
 
 
 _MAPPING_CACHE: dict[str, list[Any]] = {}
@@ -194,11 +203,15 @@ def _parsed_mappings(task: dict[str, Any]) -> list[Any]:
     key = task["mapping_key"]
     if key not in _MAPPING_CACHE:
         from apiedit_kedro.apis.mapping import parse_mappings
+        from apiedit_kedro.apis.world import api_locations
 
         if len(_MAPPING_CACHE) >= _WORLD_CACHE_SIZE:  # sequential runs grow the mapping set
             _MAPPING_CACHE.clear()
             _WORLD_CACHE.clear()
-        _MAPPING_CACHE[key] = parse_mappings(task["mappings"])
+        parsed = parse_mappings(task["mappings"])
+        for mapping in parsed:  # cached here, so every child's static scan starts warm
+            api_locations(mapping)
+        _MAPPING_CACHE[key] = parsed
     return _MAPPING_CACHE[key]
 
 
@@ -210,41 +223,8 @@ def _prepared_world(task: dict[str, Any]) -> Any:
     if key not in _WORLD_CACHE:
         from apiedit_kedro.apis.world import prepare_world
 
-        mappings = _parsed_mappings(task)
-        _WORLD_CACHE[key] = prepare_world(mappings)
+        _WORLD_CACHE[key] = prepare_world(_parsed_mappings(task))
     return _WORLD_CACHE[key]
-
-
-def _static_refs(task: dict[str, Any]) -> tuple[int, int]:
-    if not task["mappings"]:
-        return 0, 0
-    from apiedit_kedro.apis.references import find_api_references
-
-    refs = find_api_references(task["code"], _parsed_mappings(task))
-    return sum(refs.old.values()), sum(refs.new.values())
-
-
-def failure_result(task: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
-    """A result for a sample that never ran (syntax error, sandbox failure)."""
-    return {
-        "compiles": False,
-        "syntax_ok": error_type != "syntax_error",
-        "load_ok": False,
-        "asserts_passed": 0,
-        "asserts_total": task.get("asserts_total", 0),
-        "full_pass": False,
-        "raw_full_pass": False,
-        "error_type": error_type,
-        "error_message": message[:500],
-        "failed_stage": "syntax" if error_type == "syntax_error" else "sandbox",
-        "unit_passed": "0" * task.get("asserts_total", 0),
-        "new_api_calls": 0,
-        "new_api_calls_by_api": "{}",
-        "old_api_refs": 0,
-        "new_api_refs": 0,
-        "timed_out": False,
-        "seconds": 0.0,
-    }
 
 
 class _CodeCache:
@@ -259,7 +239,8 @@ class _CodeCache:
         if code is None:
             if len(self._codes) >= self._limit:
                 self._codes.clear()
-            code = self._codes[source] = compile(source, "<test>", "exec")
+            # dont_inherit: this module's own future imports must not leak into test code.
+            code = self._codes[source] = compile(source, "<test>", "exec", dont_inherit=True)
         return code
 
 
@@ -267,20 +248,18 @@ _CODE_CACHE = _CodeCache()
 
 
 class _TempDirs:
-    """Per-sample working directories under the pool's base directory (the pool removes it).
+    """Per-sample working directories with unguessable names under the pool's base directory.
 
     A sample that leaves its directory empty (the common case) costs one mkdir and one rmdir.
     """
 
     def __init__(self) -> None:
         self.base = ""
-        self._counter = 0
 
-    def create(self) -> str:
-        os.makedirs(self.base, exist_ok=True)  # recreated if something removed it
-        self._counter += 1
-        path = os.path.join(self.base, f"{os.getpid()}-{self._counter}")
+    def create(self, isolation: WorkerIsolation) -> str:
+        path = os.path.join(self.base, f"s-{secrets.token_hex(8)}")
         _mkdir(path, 0o700)
+        prepare_sample_dir(path, isolation)
         return path
 
     @staticmethod
@@ -295,55 +274,67 @@ _TEMP_DIRS = _TempDirs()
 
 
 def run_sample(task: dict[str, Any]) -> dict[str, Any]:
-    """Compile, scan, fork, supervise, reap; return the result record for one request."""
+    """Fork, supervise, reap; return the result record for one request."""
+    from apiedit_kedro.apis.world import remember_library_modules
+
     started = time.monotonic()
-    try:
-        program = compile(task["code"], "<solution>", "exec")
-    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
-        result = failure_result(task, "syntax_error", f"{type(exc).__name__}: {exc}")
-        result["seconds"] = time.monotonic() - started
-        return result
-    old_refs, new_refs = _static_refs(task)
-    temp_dir = _TEMP_DIRS.create()
+    isolation = _WorkerState.isolation
+    mappings = tuple(_parsed_mappings(task)) if task["mappings"] else ()
+    world = _prepared_world(task)
+    remember_library_modules()  # here, once, rather than in every child
+    temp_dir = _TEMP_DIRS.create(isolation)
     try:
         plan = ChildPlan(
-            program=program,
+            code=task["code"],
             setup=_CODE_CACHE.get(task["setup"]) if task["setup"] else None,
-            units=[(index, _CODE_CACHE.get(source)) for index, source in task["units"]],
-            world=_prepared_world(task),
+            units=tuple((index, _CODE_CACHE.get(source)) for index, source in task["units"]),
+            world=world,
+            mappings=mappings,
+            prompt_chars=task["prompt_chars"],
             unit_timeout_s=task["unit_timeout_s"],
             timeout_s=task["timeout_s"],
             memory_limit_bytes=task["memory_limit_bytes"],
             file_size_limit_bytes=FILE_SIZE_LIMIT_BYTES,
             temp_dir=temp_dir,
             worker_vm_size_bytes=vm_size_bytes(),
+            isolation=isolation,
+            worker_pid=os.getpid(),
         )
-        records, ending = _fork_and_supervise(plan, task["timeout_s"])
+        records, ending = _fork_and_supervise(plan, task)
     finally:
         _TEMP_DIRS.remove(temp_dir)
-    result = assemble_result(task, records, ending, old_refs, new_refs)
-    result["seconds"] = time.monotonic() - started
-    return result
+    result = assemble_result(task, records, ending, isolation.describe())
+    result.seconds = time.monotonic() - started
+    return result.to_record()
 
 
-def _fork_and_supervise(plan: ChildPlan, timeout_s: float) -> tuple[_Records, _Exit]:
+def _fork_and_supervise(plan: ChildPlan, task: dict[str, Any]) -> tuple[ChildRecords, ChildExit]:
+    """Fork the child and collect its records; it is killed and reaped whatever happens here."""
     nonce = secrets.token_hex(16)
     read_fd, write_fd = os.pipe()
-    _enlarge_pipe(write_fd)
-    deadline = time.monotonic() + timeout_s
-    pid = _fork_child()
-    if pid == 0:  # child: drop every inherited descriptor (e.g. the pool's connection) first
-        os.close(read_fd)
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, 1 << 16)
-        run_child(plan, write_fd, nonce)
-    os.close(write_fd)
+    pid = 0
     try:
+        _enlarge_pipe(write_fd)
+        deadline = time.monotonic() + plan.timeout_s
+        pid = _fork_child()
+        if pid == 0:  # child: drop every inherited descriptor (e.g. the pool's connection) first
+            os.close(read_fd)
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, 1 << 16)
+            run_child(plan, write_fd, nonce)
+        os.close(write_fd)
+        write_fd = -1
         captured, killed = _collect(pid, read_fd, deadline)
     finally:
-        os.close(read_fd)
-    exit_code = _reap(pid)
-    return _parse_records(captured, nonce), _Exit(killed, exit_code)
+        if pid > 0:
+            _kill_group(pid)
+            exit_code = _reap(pid)
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+    unit_ids = [index for index, _ in task["units"]]
+    records = parse_records(captured, nonce, unit_ids, has_setup=bool(task["setup"]))
+    return records, ChildExit(killed, exit_code)
 
 
 def _kill_group(pid: int) -> None:
@@ -371,7 +362,7 @@ def _collect(pid: int, read_fd: int, deadline: float) -> tuple[bytes, bool]:
     code running in the worker while the child lives copies shared pages (copy-on-write) and
     cost ~0.9 ms per sample. Records already sit in the enlarged pipe, so they survive a kill.
     """
-    pidfd = os.pidfd_open(pid)
+    pidfd = _pidfd_open(pid)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -405,7 +396,7 @@ def _reap(pid: int) -> int:
     """
     _, status = os.waitpid(pid, 0)
     exit_code = os.waitstatus_to_exitcode(status)
-    target = -1 if _WORKER_STATE["prepared"] else -pid
+    target = -1 if _WorkerState.prepared else -pid
     give_up = time.monotonic() + _REAP_GRACE_S
     while True:
         try:
@@ -417,7 +408,7 @@ def _reap(pid: int) -> int:
         if time.monotonic() > give_up:
             logger.warning("sandbox: descendants of pid %d still alive after the kill", pid)
             break
-        if _WORKER_STATE["prepared"]:
+        if _WorkerState.prepared:
             for stray in _own_children():
                 with contextlib.suppress(ProcessLookupError):
                     _kill(stray, signal.SIGKILL)
@@ -440,131 +431,3 @@ def _own_children() -> list[int]:
         if fields[1] == me:
             children.append(int(entry))
     return children
-
-
-def _parse_records(data: bytes, nonce: str) -> _Records:
-    records = _Records()
-    for raw in data.decode("utf-8", "replace").split("\n"):
-        fields = raw.split("\t")
-        if len(fields) < 2 or fields[0] != nonce:
-            continue
-        kind, rest = fields[1], fields[2:]
-        if kind in ("L", "P") and len(rest) == 3:
-            verdict = (rest[0] == "ok", rest[1], _unescape(rest[2]))
-            if kind == "L":
-                records.load = verdict
-            else:
-                records.setup = verdict
-        elif kind == "U" and len(rest) == 4 and rest[0].isdigit():
-            records.units[int(rest[0])] = (rest[1] == "ok", rest[2], _unescape(rest[3]))
-        elif kind == "G" and rest:
-            records.guard.append(_unescape(rest[0]))
-        elif kind == "C" and rest:
-            records.counts = _parse_counts(rest[0])
-        elif kind == "D":
-            records.done = True
-    return records
-
-
-def _unescape(text: str) -> str:
-    return text.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
-
-
-def _parse_counts(text: str) -> dict[str, int]:
-    counts = {}
-    for item in filter(None, text.split(",")):
-        api, _, number = item.rpartition("=")
-        if number.isdigit():
-            counts[api] = int(number)
-    return counts
-
-
-_EXCEPTION_CATEGORIES = {
-    "MemoryError": "memory_limit",
-    "SystemExit": "early_exit",
-    "GuardViolation": "guard_violation",
-    "UnitTimeout": "timeout",
-}
-
-
-def _category(exc_name: str) -> str:
-    return _EXCEPTION_CATEGORIES.get(exc_name, exc_name or "Exception")
-
-
-def _runtime_failure(
-    task: dict[str, Any], records: _Records, ending: _Exit
-) -> tuple[str, str, str]:
-    """(error_type, message, stage) for a sample that ran; ("", "", "") for a full pass."""
-    stage = "load" if records.load is None or not records.load[0] else "tests"
-    if records.guard:
-        return "guard_violation", f"blocked call: {', '.join(records.guard[:5])}", stage
-    if ending.killed_at_deadline:
-        return "timeout", f"killed at the {task['timeout_s']:g} s wall-clock deadline", stage
-    if ending.exit_code < 0:
-        signum = -ending.exit_code
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        if signum == signal.SIGXCPU:
-            return "timeout", "CPU time limit (RLIMIT_CPU) exceeded", stage
-        if signum == signal.SIGKILL:  # not ours: the kernel's OOM killer is the usual sender
-            return "memory_limit", "killed by SIGKILL (out of memory?)", stage
-        return "crash", f"child killed by {name}", stage
-    if not records.done:
-        if ending.exit_code == SANDBOX_FAILURE_STATUS:
-            return (
-                "sandbox_error",
-                "the sandbox failed inside the child before the program ran",
-                stage,
-            )
-        return (
-            "early_exit",
-            f"process exited (status {ending.exit_code}) before the tests ended",
-            stage,
-        )
-    for tag, verdict in (("load", records.load), ("setup", records.setup)):
-        if verdict is not None and not verdict[0]:
-            return _category(verdict[1]), f"{tag}: {verdict[1]}: {verdict[2]}", tag
-    for index, _source in task["units"]:
-        ok, exc_name, text = records.units.get(index, (False, "", "no verdict"))
-        if not ok:
-            return _category(exc_name), f"unit {index}: {exc_name}: {text}", "tests"
-    if not task["units"]:
-        return "no_tests", "no non-constant assert units: nothing was checked", "tests"
-    return "", "", ""
-
-
-def assemble_result(
-    task: dict[str, Any], records: _Records, ending: _Exit, old_refs: int, new_refs: int
-) -> dict[str, Any]:
-    """Turn the child's records and exit into the result record (see the package docstring)."""
-    load_ok = records.load is not None and records.load[0]
-    removed = task["world"] == "edited" and old_refs > 0
-    passed = [records.units.get(index, (False, "", ""))[0] for index, _ in task["units"]]
-    error_type, message, stage = _runtime_failure(task, records, ending)
-    raw_full_pass = error_type == ""
-    if removed:
-        error_type, stage = "removed_api", "static"
-        message = f"references {old_refs} removed API name(s); " + (message or "tests passed")
-    unit_timeouts = any(v[1] == "UnitTimeout" for v in records.units.values())
-    return {
-        "compiles": load_ok and not removed,
-        "syntax_ok": True,
-        "load_ok": load_ok,
-        "asserts_passed": sum(passed),
-        "asserts_total": task["asserts_total"],
-        "full_pass": raw_full_pass and load_ok and not removed,
-        "raw_full_pass": raw_full_pass,
-        "error_type": error_type,
-        "error_message": message[:500],
-        "failed_stage": stage,
-        "unit_passed": "".join("1" if ok else "0" for ok in passed),
-        "new_api_calls": sum(records.counts.values()),
-        "new_api_calls_by_api": json.dumps(records.counts, sort_keys=True),
-        "old_api_refs": old_refs,
-        "new_api_refs": new_refs,
-        "timed_out": ending.killed_at_deadline
-        or ending.exit_code == -signal.SIGXCPU
-        or unit_timeouts,
-    }
