@@ -30,6 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from apiedit_kedro.apis.world import (
+    add_module_exec_hook,
+    is_library_frame,
+    new_api_call_counts,
+    remember_library_modules,
+)
 from apiedit_kedro.sandbox.guard import GuardViolation, prepare_guard
 from apiedit_kedro.sandbox.isolation import WorkerIsolation, enter_child
 from apiedit_kedro.sandbox.protocol import (
@@ -86,7 +92,10 @@ class UnitTimeout(BaseException):
 class ChildPlan:
     """Everything the child needs, prepared by the worker before `fork`."""
 
-    code: str  # compiled in the child, under the deadline
+    code: str
+    program: Any  # the worker's code object for a small program; None: compile here
+    findings: Any  # the worker's ScanFindings for a small program; None: scan here
+    harness_modules: tuple[str, ...]
     setup: Any  # code object or None
     units: tuple[tuple[int, Any], ...]  # (unit index, code) for counted units only
     world: Any  # an apis.world.PreparedWorld for the edited world, None for the pristine one
@@ -201,20 +210,25 @@ def _refuse_harness_exec(module: Any) -> None:
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
-def _hide_harness(guard: Any) -> None:
-    """Take away the program's cheap routes to the verdict (see the module docstring)."""
-    from apiedit_kedro.apis.world import (
-        add_module_exec_hook,
-        is_library_frame,
-        remember_library_modules,
-    )
+def prepare_harness_hiding(guard: Any) -> None:
+    """Worker side of `_hide_harness`: everything that can be built once (children inherit it)."""
+    add_module_exec_hook(before=None, after=None)  # wraps the standard loaders, no hooks yet
+    guard.prepare_introspection_block(is_library_frame)
 
+
+def harness_module_names() -> tuple[str, ...]:
+    """The harness's modules now in sys.modules (computed in the worker, before the fork)."""
+    return tuple(n for n in sys.modules if n.split(".")[0] == _HARNESS_PACKAGE)
+
+
+def _hide_harness(guard: Any, harness_modules: tuple[str, ...]) -> None:
+    """Take away the program's cheap routes to the verdict (see the module docstring)."""
     remember_library_modules()
     add_module_exec_hook(before=_refuse_harness_exec, after=guard.reguard)
-    for name in [n for n in sys.modules if n.split(".")[0] == _HARNESS_PACKAGE]:
-        del sys.modules[name]
+    for name in harness_modules:
+        sys.modules.pop(name, None)
     sys.meta_path.insert(0, _HarnessRefusingFinder)
-    guard.block_introspection(is_library_frame)
+    guard.block_introspection()
 
 
 def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
@@ -233,14 +247,20 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         os.environ["TMPDIR"] = plan.temp_dir
         tempfile.tempdir = plan.temp_dir
         _apply_limits(plan)
-        try:
-            program = compile_program(plan.code)
-        except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
-            send(encode_compiled(False, escape(type(exc).__name__), escape(str(exc))))
-            send("D")
-            _os_exit(0)
+        program = plan.program
+        if program is None:
+            try:
+                program = compile_program(plan.code)
+            except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+                send(encode_compiled(False, escape(type(exc).__name__), escape(str(exc))))
+                send("D")
+                _os_exit(0)
         send(encode_compiled(True))
-        findings = scan_program(plan.code, plan.mappings, prompt_chars=plan.prompt_chars)
+        findings = plan.findings
+        if findings is None:
+            findings = scan_program(
+                plan.code, program, plan.mappings, prompt_chars=plan.prompt_chars
+            )
         send(encode_scan(findings.old_refs, findings.new_refs, findings.tamper, findings.failure))
         if findings.failure:
             send("D")
@@ -261,13 +281,12 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         _isolate_io(guard.blocked("sys.stdin"))
         counts = None
         if plan.world is not None:
-            from apiedit_kedro.apis.world import new_api_call_counts
-
             plan.world.install()
             counts = new_api_call_counts
         setup, units, unit_timeout_s = plan.setup, plan.units, plan.unit_timeout_s
+        harness_modules = plan.harness_modules
         del plan
-        _hide_harness(guard)
+        _hide_harness(guard, harness_modules)
         del guard
         _gc_freeze()
         # From here on a failure outside the per-stage handlers means the program broke the

@@ -133,6 +133,8 @@ class Guard:
         # module name -> {attribute: replacement}; applied to the module object of that name
         self._replacements: dict[str, dict[str, Any]] = {}
         self._socket_init = self.blocked("socket.socket")
+        self._introspection = []
+        self._introspection_table: dict[str, dict[str, Any]] = {}
         self._build_replacements()
         self.installed = False
 
@@ -182,19 +184,28 @@ class Guard:
             if name in module.__dict__:
                 setattr(module, name, replacement)
 
-    def block_introspection(self, is_library_frame: Callable[[Any], bool]) -> None:
-        """Refuse frame, trace and object-graph access to program code (in the child)."""
+    def prepare_introspection_block(self, is_library_frame: Callable[[Any], bool]) -> None:
+        """Build (in the worker) the refusals `block_introspection` installs in each child."""
+        self._introspection: list[tuple[Any, str, Any]] = []
         for module_name, names in INTROSPECTION_FUNCTIONS.items():
             module = sys.modules.get(module_name)
             if module is None:
                 continue
-            table = self._replacements.setdefault(module_name, {})
+            table = self._introspection_table.setdefault(module_name, {})
             for name in names:
                 real = getattr(module, name, None)
-                if real is None:
-                    continue
-                table[name] = self._library_only(f"{module_name}.{name}", real, is_library_frame)
-                setattr(module, name, table[name])
+                if real is not None:
+                    table[name] = self._library_only(
+                        f"{module_name}.{name}", real, is_library_frame
+                    )
+                    self._introspection.append((module, name, table[name]))
+
+    def block_introspection(self) -> None:
+        """Refuse frame, trace and object-graph access to program code (in the child)."""
+        for module, name, replacement in self._introspection:
+            setattr(module, name, replacement)
+        for module_name, table in self._introspection_table.items():
+            self._replacements.setdefault(module_name, {}).update(table)
 
     def _library_only(
         self, name: str, real: Callable[..., Any], is_library_frame: Callable[[Any], bool]

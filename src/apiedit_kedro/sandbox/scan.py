@@ -26,7 +26,6 @@ from __future__ import annotations
 import __future__
 
 import ast
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,18 +112,13 @@ INTROSPECTION_MODULES = frozenset(
     }
 )
 _HARNESS_PREFIX = "_apiedit"
-# Cheap first pass over the text: most programs mention none of these and skip the AST walk.
-_SUSPICIOUS_TEXT = re.compile(
-    "|".join(
-        re.escape(name)
-        for name in sorted(
-            INTROSPECTION_ATTRIBUTES
-            | {name.rpartition(".")[2] for name in INTROSPECTION_MODULES}
-            | {_HARNESS_PREFIX},
-            key=len,
-            reverse=True,
-        )
-    )
+# Cheap first pass over the compiled code's names and string constants: most programs use none
+# of these and skip the AST walk, which then decides precisely (a variable named `gc` is fine).
+_TRIGGER_NAMES = frozenset(
+    INTROSPECTION_ATTRIBUTES
+    | INTROSPECTION_MODULES
+    | {name.rpartition(".")[2] for name in INTROSPECTION_MODULES}
+    | {"__builtins__"}
 )
 _IMPORT_CALLS = frozenset({"__import__", "import_module"})
 
@@ -143,14 +137,20 @@ class ScanFindings:
 
 
 def scan_program(
-    code: str, mappings: Sequence[ApiMapping], *, prompt_chars: int = 0
+    code: str, program: Any, mappings: Sequence[ApiMapping], *, prompt_chars: int = 0
 ) -> ScanFindings:
-    """Old/new API references in the model's part of the program, and tampering anywhere."""
+    """Old/new API references in the model's part of the program, and tampering anywhere.
+
+    `program` is the compiled `code` (its names decide whether the AST walk is needed).
+    """
+    suspicious = _mentions_trigger(program)
+    if not mappings and not suspicious:
+        return ScanFindings(0, 0, (), "")  # the common case needs no parse
     previous_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(previous_limit, _SCAN_RECURSION_LIMIT))
     try:
         tree = ast.parse(code)
-        tamper = find_tampering(code, tree)
+        tamper = find_tampering(tree) if suspicious else ()
         old_refs = new_refs = 0
         if mappings:
             first_line = code[:prompt_chars].count("\n") + 1
@@ -164,10 +164,27 @@ def scan_program(
         sys.setrecursionlimit(previous_limit)
 
 
-def find_tampering(code: str, tree: ast.Module) -> tuple[str, ...]:
+def _mentions_trigger(program: Any) -> bool:
+    """True if any (nested) code object names or holds as a string a trigger name."""
+    stack = [program]
+    while stack:
+        code = stack.pop()
+        if not _TRIGGER_NAMES.isdisjoint(code.co_names):
+            return True
+        for name in code.co_names:
+            if name.startswith(_HARNESS_PREFIX):
+                return True
+        for constant in code.co_consts:
+            if isinstance(constant, str):
+                if constant in _TRIGGER_NAMES or constant.startswith(_HARNESS_PREFIX):
+                    return True
+            elif hasattr(constant, "co_names"):
+                stack.append(constant)
+    return False
+
+
+def find_tampering(tree: ast.Module) -> tuple[str, ...]:
     """One finding per distinct introspection the source makes (empty for ordinary code)."""
-    if not _SUSPICIOUS_TEXT.search(code):
-        return ()
     found: dict[str, None] = {}
     for node in ast.walk(tree):
         for finding in _node_findings(node):
