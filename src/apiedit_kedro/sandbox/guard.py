@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import sys
+import sysconfig
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,17 @@ _isinstance = isinstance
 _SEP = os.sep
 _DEVNULL = os.devnull
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# The interpreter's own Python sources: executing a copy of a module's source brings back what
+# the edited world removed, and no benchmark solution needs to read them.
+_LIBRARY_ROOTS = tuple(
+    sorted(
+        {
+            os.path.realpath(path) + os.sep
+            for key, path in sysconfig.get_paths().items()
+            if key in ("stdlib", "platstdlib", "purelib", "platlib") and path
+        }
+    )
+)
 
 
 class GuardViolation(PermissionError):
@@ -163,6 +175,21 @@ class Guard:
             self._report(name)
             raise GuardViolation(f"{name}({path!r}): writing outside the sandbox temp dir")
 
+    def check_read(self, name: str, path: Any) -> None:
+        """Refuse reading the interpreter's Python sources (see `_LIBRARY_ROOTS`)."""
+        if _isinstance(path, int):
+            return
+        text = _os_fspath(path)
+        suffix = b".py" if _isinstance(text, bytes) else ".py"
+        if not text.endswith(suffix):
+            return
+        full = _realpath(text)
+        if _isinstance(full, bytes):
+            full = full.decode("utf-8", "replace")
+        if full.startswith(_LIBRARY_ROOTS):
+            self._report(name)
+            raise GuardViolation(f"{name}({path!r}): reading the interpreter's sources")
+
     def install(self) -> None:
         """Apply every replacement in this process (the worker); irreversible."""
         faulthandler.disable()
@@ -252,17 +279,20 @@ class Guard:
         def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
             if _isinstance(mode, str) and any(flag in mode for flag in "wax+"):
                 guard.check_path("open", file)
+            guard.check_read("open", file)
             return real_open(file, mode, *args, **kwargs)
 
         def guarded_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
             if flags & _WRITE_FLAGS:
                 guard.check_path("os.open", path)
+            guard.check_read("os.open", path)
             return real_os_open(path, flags, *args, **kwargs)
 
         class GuardedFileIO(real_file_io):  # type: ignore[misc, valid-type]
             def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
                 if _isinstance(mode, str) and any(flag in mode for flag in "wax+"):
                     guard.check_path("io.FileIO", file)
+                guard.check_read("io.FileIO", file)
                 super().__init__(file, mode, *args, **kwargs)
 
         for module_name in ("builtins", "io", "_io"):

@@ -42,6 +42,7 @@ _HUNG_WORKER_GRACE_S = 30.0
 _SHUTDOWN_JOIN_S = 2.0
 _QUEUE_DEPTH = 2
 _MAX_STARTUP_DEATHS = 3
+_MAX_RESUBMISSIONS = 2
 _BASE_PREFIX = "apiedit-sandbox-"
 
 
@@ -63,6 +64,17 @@ def _remove_stale_base_dirs(root: str) -> None:
         owner = entry[len(_BASE_PREFIX) :].split("-", 1)[0]
         if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+
+
+def _is_alive(pid: int | None) -> bool:
+    """True for a running process (not a zombie); the pool's workers are not its children."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def default_worker_count() -> int:
@@ -187,11 +199,22 @@ class WorkerPool:
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         queues: dict[int, _Queue] = {}  # id(worker) -> its in-flight tasks, oldest first
+        retries = [0] * len(tasks)
 
-        def lose(worker: _Worker, reason: str) -> None:
+        def lose(worker: _Worker, reason: str, *, its_fault: bool = False) -> None:
+            """Replace `worker`; its running sample is lost only if the worker really died.
+
+            A worker still alive when its sentinel fires lost its forkserver (whose pipe the
+            sentinel is), not its sample: everything it held is resubmitted. A hung or
+            misbehaving worker (`its_fault`) loses its running sample whatever its state.
+            """
             queue = queues.pop(id(worker), None)
             indexes = queue.indexes if queue is not None else deque()
-            if worker.ready and indexes:
+            lost = its_fault or not _is_alive(worker.process.pid)
+            if indexes and not lost:
+                retries[indexes[0]] += 1
+                lost = retries[indexes[0]] > _MAX_RESUBMISSIONS  # never loop on one sample
+            if worker.ready and indexes and lost:
                 index = indexes.popleft()
                 logger.warning(
                     "sandbox worker pid %s lost request %d: %s", worker.process.pid, index, reason
@@ -212,7 +235,8 @@ class WorkerPool:
                     lose(worker, self._death_reason(worker))
                     return False
                 except ProtocolError as error:
-                    lose(worker, f"sandbox worker broke the protocol ({error}); it was killed")
+                    reason = f"sandbox worker broke the protocol ({error}); it was killed"
+                    lose(worker, reason, its_fault=True)
                     return False
                 if kind == READY:
                     self._on_ready(worker, second)
@@ -247,7 +271,8 @@ class WorkerPool:
                     if receive(worker) and id(worker) in queues:
                         lose(worker, self._death_reason(worker))
                 elif time.monotonic() > queue.give_up:
-                    lose(worker, "worker hung past the sample deadline; it was killed")
+                    reason = "worker hung past the sample deadline; it was killed"
+                    lose(worker, reason, its_fault=True)
         return results  # type: ignore[return-value]
 
     def _fill(

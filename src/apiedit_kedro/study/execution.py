@@ -3,7 +3,10 @@
 The edited world of a sample is the set of APIs the model had been edited for when it generated
 (`world_api_ids` of the generation row: one API in the instant regime, every API edited so far in the
 sequential one); the pristine world is the untouched standard library. Every finished execution is
-stored under a hash of its request, so a re-run executes only what is missing.
+stored under a hash of its request, so a re-run executes only what is missing; a `sandbox_error`
+(the sandbox lost the sample, not the program's fault) is not final and is retried by a re-run.
+API references are scored on the model's part of the program only: the HumanEval prompt prefix
+is passed as `prompt_chars`.
 """
 
 import hashlib
@@ -14,27 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from apiedit_kedro.sandbox import execute
+from apiedit_kedro.sandbox import RESULT_FIELDS, TRANSIENT_ERROR_TYPES, execute
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.store import JsonStore
 
 logger = logging.getLogger(__name__)
 
-RESULT_FIELDS = (
-    "compiles",
-    "syntax_ok",
-    "load_ok",
-    "asserts_passed",
-    "asserts_total",
-    "full_pass",
-    "error_type",
-    "error_message",
-    "new_api_calls",
-    "old_api_refs",
-    "new_api_refs",
-    "timed_out",
-    "seconds",
-)
 WORLDS = ("edited", "pristine")
 
 
@@ -80,6 +68,8 @@ def build_requests(
         if unknown:
             raise ValueError(f"generation rows name APIs missing from api_mapping: {unknown}")
         timeout = problem.get("timeout_s")
+        prompt = str(problem.get("prompt") or "")
+        prompt_chars = len(prompt) if prompt and row.program.startswith(prompt) else 0
         for world in WORLDS:
             requests.append(
                 {
@@ -89,6 +79,7 @@ def build_requests(
                     "world": world,
                     "mappings": [mappings[api_id] for api_id in world_ids],
                     "timeout_s": float(timeout) if pd.notna(timeout) else default_timeout_s,
+                    "prompt_chars": prompt_chars,
                 }
             )
     return requests
@@ -115,7 +106,17 @@ def execute_cached(
         chunk = missing[start : start + chunk_size]
         results = execute([requests[i] for i in chunk], workers=workers, progress=True)
         fresh = {keys[i]: result for i, result in zip(chunk, results, strict=True)}
-        store.put_many(fresh)
+        final = {
+            key: result
+            for key, result in fresh.items()
+            if result["error_type"] not in TRANSIENT_ERROR_TYPES
+        }
+        if len(final) < len(fresh):
+            logger.warning(
+                "execution: %d sandbox errors not stored; a re-run retries them",
+                len(fresh) - len(final),
+            )
+        store.put_many(final)
         known.update(fresh)
     return [known[key] for key in keys]
 
@@ -130,7 +131,6 @@ def execution_table(
         row = {key: generation[key] for key in GENERATION_KEYS}
         row["world"] = "edited"
         row.update({field: edited[field] for field in RESULT_FIELDS})
-        row["new_api_calls_by_api"] = edited.get("new_api_calls_by_api", "{}")
         row["pristine_compiles"] = pristine["compiles"]
         row["pristine_full_pass"] = pristine["full_pass"]
         row["pristine_error_type"] = pristine["error_type"]
@@ -139,7 +139,6 @@ def execution_table(
         *GENERATION_KEYS,
         "world",
         *RESULT_FIELDS,
-        "new_api_calls_by_api",
         "pristine_compiles",
         "pristine_full_pass",
         "pristine_error_type",
