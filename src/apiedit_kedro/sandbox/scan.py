@@ -176,7 +176,11 @@ def _mentions_trigger(program: Any) -> bool:
                 return True
         for constant in code.co_consts:
             if isinstance(constant, str):
-                if constant in _TRIGGER_NAMES or constant.startswith(_HARNESS_PREFIX):
+                if (
+                    constant in _TRIGGER_NAMES
+                    or constant.startswith(_HARNESS_PREFIX)
+                    or ("." in constant and _flagged_module(constant))
+                ):
                     return True
             elif hasattr(constant, "co_names"):
                 stack.append(constant)
