@@ -135,17 +135,23 @@ def _unreadable_for_others() -> str:
     return ""
 
 
-def isolate_worker(scratch_dir: str) -> WorkerIsolation:
-    """Call once in a fresh, single-threaded worker: enter what namespaces the OS allows."""
+def isolate_worker(scratch_dir: str, *, namespaces: bool = True) -> WorkerIsolation:
+    """Call once in a fresh, single-threaded worker: enter what namespaces the OS allows.
+
+    `namespaces=False` skips the network and mount namespaces (the benchmark measures them).
+    """
     isolation = WorkerIsolation()
-    if _libc.unshare(_CLONE_NEWNET) == 0:
+    if not namespaces:
+        for layer in ("network", "readonly_fs"):
+            isolation.unavailable[layer] = "turned off by the caller"
+    elif _libc.unshare(_CLONE_NEWNET) == 0:
         isolation.layers.append("network")
     else:
         isolation.unavailable["network"] = f"unshare(CLONE_NEWNET): {_errno_text()}"
-    problem = _read_only_except(scratch_dir)
+    problem = _read_only_except(scratch_dir) if namespaces else ""
     if problem:
         isolation.unavailable["readonly_fs"] = problem
-    else:
+    elif namespaces:
         isolation.layers.append("readonly_fs")
     if os.geteuid() != 0:
         isolation.unavailable["uid"] = "the worker is not root (already unprivileged)"

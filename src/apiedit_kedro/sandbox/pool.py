@@ -113,8 +113,9 @@ class _Queue:
 class WorkerPool:
     """N worker processes started through an explicitly pinned forkserver context."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, os_namespaces: bool = True) -> None:
         self.size = size
+        self.os_namespaces = os_namespaces
         self.owner_pid = os.getpid()
         self._context = multiprocessing.get_context("forkserver")
         # Workers are forked from the forkserver with these already imported: a replacement
@@ -140,7 +141,7 @@ class WorkerPool:
             parent_end, child_end = self._context.Pipe(duplex=True)
             process = self._context.Process(
                 target=worker_module.serve,
-                args=(child_end, self.base_dir),
+                args=(child_end, self.base_dir, self.os_namespaces),
                 name="apiedit-sandbox-worker",
                 daemon=True,
             )
@@ -328,17 +329,23 @@ class _PoolHolder:
     pool: WorkerPool | None = None
 
 
-def get_pool(size: int) -> WorkerPool:
-    """The process-wide pool, started lazily and resized when a different size is asked for."""
+def get_pool(size: int, *, os_namespaces: bool | None = None) -> WorkerPool:
+    """The process-wide pool, started lazily and restarted when a different size is asked for.
+
+    `os_namespaces=False` starts workers without the network and mount namespaces (to measure
+    what they cost); None keeps the running pool's setting (a new pool enters them).
+    """
     pool = _PoolHolder.pool
     if pool is not None and pool.owner_pid != os.getpid():
         pool = None  # inherited through a fork: those workers belong to the parent
-    if pool is not None and pool.size != size:
+    if pool is not None and (
+        pool.size != size or (os_namespaces is not None and pool.os_namespaces != os_namespaces)
+    ):
         pool.close()
         pool = None
     if pool is None:
         started = time.monotonic()
-        pool = WorkerPool(size)
+        pool = WorkerPool(size, os_namespaces=os_namespaces is not False)
         logger.info("sandbox: started %d workers in %.2f s", size, time.monotonic() - started)
     _PoolHolder.pool = pool
     return pool

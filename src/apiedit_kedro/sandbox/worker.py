@@ -123,7 +123,7 @@ class _WorkerState:
     isolation = WorkerIsolation()
 
 
-def prepare_worker(base_dir: str) -> WorkerIsolation:
+def prepare_worker(base_dir: str, os_namespaces: bool = True) -> WorkerIsolation:
     """One-time worker set-up: subreaper, thread caps, pre-imports, isolation, guard."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -136,7 +136,7 @@ def prepare_worker(base_dir: str) -> WorkerIsolation:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     _TEMP_DIRS.base = os.path.realpath(base_dir)
-    _WorkerState.isolation = isolate_worker(_TEMP_DIRS.base)
+    _WorkerState.isolation = isolate_worker(_TEMP_DIRS.base, namespaces=os_namespaces)
     guard = prepare_guard()
     guard.arm(_worker_hit_guard, _TEMP_DIRS.base)
     guard.install()
@@ -182,13 +182,13 @@ def _worker_hit_guard(name: str) -> None:
     logger.error("sandbox worker itself called guarded %s (a sandbox bug)", name)
 
 
-def serve(conn: Any, base_dir: str) -> None:
+def serve(conn: Any, base_dir: str, os_namespaces: bool = True) -> None:
     """Worker main loop (module-level so the forkserver can start it): one sample at a time.
 
     Announces itself once set up (only a worker that dies before that is a start-up failure),
     then answers every task with a result tagged with the task's batch id and index.
     """
-    isolation = prepare_worker(base_dir)
+    isolation = prepare_worker(base_dir, os_namespaces)
     conn.send(ready_message(os.getpid(), isolation.report()))
     while True:
         try:
