@@ -127,11 +127,16 @@ def _unreadable_for_others() -> str:
     roots = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parents[2]}
     roots.update(Path(entry) for entry in sys.path if entry and os.path.isabs(entry))
     for root in sorted(roots):
-        if not root.exists():
+        if not root.is_dir():
             continue
-        for directory in [*reversed(root.resolve().parents), root.resolve()]:
+        resolved = root.resolve()
+        for directory in reversed(resolved.parents):  # entered: needs search permission
             if not os.stat(directory).st_mode & stat.S_IXOTH:
                 return str(directory)
+        if os.stat(resolved).st_mode & (stat.S_IROTH | stat.S_IXOTH) != (
+            stat.S_IROTH | stat.S_IXOTH
+        ):  # listed by the import system: needs read permission too
+            return str(resolved)
     return ""
 
 
