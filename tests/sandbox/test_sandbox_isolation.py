@@ -82,9 +82,10 @@ def test_a_child_dies_with_its_worker():
     read_fd, write_fd = os.pipe()
     middle = os.fork()
     if middle == 0:  # the "worker": forks a "sample" that sleeps, then dies at once
+        worker = os.getpid()
         sample = os.fork()
         if sample == 0:
-            enter_child(WorkerIsolation(), os.getppid())
+            enter_child(WorkerIsolation(), worker)  # exits at once if the worker is gone
             signal.pause()
             os._exit(0)
         os.write(write_fd, str(sample).encode())
