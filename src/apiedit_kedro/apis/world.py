@@ -16,7 +16,7 @@ How an old name disappears for the program:
   Called from library code, the descriptor hands out the original object.
 - C modules (`math`, `_heapq`, `posix`, `builtins`) also lose the name from their dict. Modules
   written in Python keep it there, because that dict is the globals of their own functions;
-  only `vars(m)` still shows it.
+  `vars(m)` and `m.__dict__` still leave it out for the program (see below).
 - Twin modules holding the same object under the same name (`_heapq.heappush`,
   `_functools.reduce`, `posix.getcwd`, `posixpath.join` behind `os.path`) are found by identity
   over a small list of candidates and edited the same way. `__all__` is edited (created where a
@@ -46,7 +46,7 @@ and precomputes every write once (cached; e.g. in a sandbox worker before it for
 loaded: 0.3 ms for 10 module APIs, 2 ms for 7 module + 3 builtin APIs, 2.5 ms for the whole
 55-entry catalogue (`prepare_world` 3 / 9 / 35 ms once per worker).
 
-The finder and the hiding descriptors are hand-written: no maintained library edits a live
+The loader hooks and the hiding descriptors are hand-written: no maintained library edits a live
 interpreter's std-lib this way.
 """
 
@@ -55,7 +55,6 @@ from __future__ import annotations
 import builtins
 import dis
 import importlib
-import importlib.abc
 import importlib.machinery
 import logging
 import os
