@@ -440,6 +440,8 @@ def remember_library_modules() -> None:
 def is_library_frame(frame: FrameType | None) -> bool:
     """True for a frame running library code (see the module docstring)."""
     return frame is not None and frame.f_globals in _LIBRARY
+
+
 _ATTRIBUTE_OPCODES = frozenset(
     dis.opmap[name]
     for name in ("LOAD_ATTR", "LOAD_METHOD", "IMPORT_FROM", "LOAD_SUPER_ATTR")
