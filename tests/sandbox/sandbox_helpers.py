@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,20 @@ def request(
         "mappings": mappings or [],
         "timeout_s": timeout_s,
         **extra,
+    }
+
+
+def mapping(old: str, new: str, kind: str = "relocate", usage: dict | None = None) -> dict:
+    """An api_mapping record: `old` (its own api_id) replaced by `new`."""
+    return {
+        "api_id": old,
+        "old_qualname": old,
+        "new_qualname": new,
+        "kind": kind,
+        "old_signature": "",
+        "new_signature": "",
+        "doc": f"{new} replaces {old}.",
+        "impl": json.dumps(usage or {"usage": "same"}),
     }
 
 

@@ -4,6 +4,9 @@ left behind, and the next ordinary sample in the same batch still passes."""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,7 @@ CASES: dict[str, tuple[str, set[str]]] = {
         # ctypes goes around the guard: 16 spinning processes, killed as a group at the deadline
         "import ctypes\nlibc = ctypes.CDLL(None)\nfor _ in range(4):\n    libc.fork()\n"
         "while True:\n    pass\n",
-        {"timeout"},
+        {"tamper_suspect"},
     ),
     "subprocess_rm": (
         "import subprocess\nsubprocess.run(['rm', '-f', '{sentinel}'])\n",
@@ -51,7 +54,7 @@ CASES: dict[str, tuple[str, set[str]]] = {
     "sys_exit_before_tests": ("import sys\nsys.exit(0)\n", {"early_exit"}),
     "os_exit_before_tests": ("import os\nos._exit(0)\n", {"early_exit"}),
     "builtin_exit": ("exit(0)\n", {"guard_violation"}),
-    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"crash"}),
+    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"tamper_suspect"}),
     "abort": ("import os\nos.abort()\n", {"crash"}),
     "write_outside": ("open('{sentinel}', 'w').write('changed')\n", {"guard_violation"}),
     "append_outside_os_open": (
@@ -78,6 +81,26 @@ CASES: dict[str, tuple[str, set[str]]] = {
     "read_stdin_directly": ("import sys\nvalue = sys.stdin.read()\n", {"guard_violation"}),
     "network": ("import socket\nsocket.create_connection(('127.0.0.1', 9))\n", {"guard_violation"}),
     "kill_other_processes": ("import os\nos.kill(1, 9)\n", {"guard_violation"}),
+    # The C modules under os and io, and a fresh copy of one after `del sys.modules[...]`.
+    "posix_open_truncate": (
+        "import posix\nposix.open('{sentinel}', posix.O_WRONLY | posix.O_TRUNC)\n",
+        {"guard_violation"},
+    ),
+    "io_c_module_open": ("import _io\n_io.open('{sentinel}', 'w')\n", {"guard_violation"}),
+    "io_c_module_file_io": ("import _io\n_io.FileIO('{sentinel}', 'w')\n", {"guard_violation"}),
+    "posix_mkdir_outside": ("import posix\nposix.mkdir('{sentinel}.d')\n", {"guard_violation"}),
+    "utime_outside": ("import os\nos.utime('{sentinel}', (0, 0))\n", {"guard_violation"}),
+    "reimported_posix": (
+        "import sys\ndel sys.modules['posix']\nimport posix\n"
+        "posix.open('{sentinel}', posix.O_WRONLY | posix.O_TRUNC)\n",
+        {"guard_violation"},
+    ),
+    "spawnv_passfds_rm": (
+        "import multiprocessing.util, time\n"
+        "getattr(multiprocessing.util, 'spawnv_' + 'passfds')"
+        "(b'/bin/rm', [b'/bin/rm', b'-f', b'{sentinel}'], [])\ntime.sleep(0.3)\n",
+        {"guard_violation"},
+    ),
     "escape_process_group": ("import os\nos.setsid()\n", {"guard_violation"}),
 }
 
@@ -97,6 +120,88 @@ def test_adversarial_program_fails_contained(case: str, sentinel: Path):
     assert bad["error_message"]
     assert after["full_pass"], after
     assert live_descendants_of_workers() == []
+
+
+def _active_layers() -> set[str]:
+    [result] = run([ordinary_request()])
+    return set(result["isolation_layers"].split(","))
+
+
+def test_a_raw_socket_from_the_c_base_class_connects_nowhere():
+    if "network" not in _active_layers():
+        pytest.skip("this kernel refused a private network namespace (logged at pool start)")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.5)
+        port = server.getsockname()[1]
+        code = (
+            "import socket\nraw = getattr(socket.socket, '__m' + 'ro__')[1]()\n"
+            f"raw.connect(('127.0.0.1', {port}))\n" + ORDINARY_CODE
+        )
+        [result] = run([request(code)])
+        with pytest.raises(TimeoutError):
+            server.accept()
+    assert not result["full_pass"] and result["error_type"] == "OSError", result
+
+
+def test_limits_cannot_be_raised_again():
+    code = (
+        "import resource\n"
+        "for which in (resource.RLIMIT_AS, resource.RLIMIT_CPU):\n"
+        "    soft, hard = resource.getrlimit(which)\n"
+        "    for wanted in ((hard, hard), (resource.RLIM_INFINITY, resource.RLIM_INFINITY)):\n"
+        "        try:\n"
+        "            resource.setrlimit(which, wanted)\n"
+        "        except (ValueError, OSError):\n"
+        "            pass\n"
+        "block = bytearray(10**9)\n" + ORDINARY_CODE
+    )
+    [result] = run([request(code, timeout_s=5.0, memory_limit_mb=256)])
+    assert result["error_type"] == "memory_limit", result
+
+
+def test_a_module_written_on_the_import_path_poisons_no_later_sample():
+    probe = "sandbox_poison_probe"
+    writer = (
+        "import posix, _io, sys\n"
+        "for directory in [d for d in sys.path if d]:\n"
+        "    for attempt in (\n"
+        f"        lambda: posix.open(directory + '/{probe}.py', posix.O_WRONLY | posix.O_CREAT),\n"
+        f"        lambda: _io.open(directory + '/{probe}.py', 'w'),\n"
+        "    ):\n"
+        "        try:\n"
+        "            attempt()\n"
+        "        except Exception:\n"
+        "            pass\n" + ORDINARY_CODE
+    )
+    reader = (
+        f"try:\n    import {probe}\n    poisoned = True\n"
+        "except ImportError:\n    poisoned = False\n" + ORDINARY_CODE
+    )
+    try:
+        results = run([request(writer), *[request(reader, ["assert not poisoned"])] * 4])
+        assert all(r["full_pass"] for r in results[1:]), results
+    finally:
+        for directory in [d for d in sys.path if d and os.path.isdir(d)]:
+            Path(directory, f"{probe}.py").unlink(missing_ok=True)
+
+
+def test_a_sample_cannot_take_the_next_samples_directories():
+    # The old naming was `<worker pid>-<counter>`: pre-creating the next names broke the
+    # samples that came after. Names are random now, and the base dir is not writable anyway.
+    squatter = (
+        "import os, posix\nparent, name = os.path.split(os.getcwd())\n"
+        "prefix, _, counter = name.rpartition('-')\n"
+        "if counter.isdigit():\n"
+        "    for n in range(int(counter) + 1, int(counter) + 20):\n"
+        "        try:\n"
+        "            posix.mkdir(os.path.join(parent, f'{prefix}-{n}'))\n"
+        "        except OSError:\n"
+        "            pass\n" + ORDINARY_CODE
+    )
+    results = run([request(squatter, timeout_s=5.0), *[ordinary_request()] * 6], workers=2)
+    assert all(r["full_pass"] for r in results[1:]), results
 
 
 def test_huge_output_does_not_break_a_correct_program():

@@ -184,7 +184,7 @@ def test_world_install_failure_in_the_child_is_a_sandbox_error(monkeypatch, tmp_
     task = prepare_tasks([ordinary_request(world="edited")])[0]
     task["mappings"] = [{"api_id": "x"}]
     monkeypatch.setattr(worker, "_prepared_world", lambda _task: BrokenWorld())
-    monkeypatch.setattr(worker, "_static_refs", lambda _task: (0, 0))
+    monkeypatch.setattr(worker, "_parsed_mappings", lambda _task: [])
     monkeypatch.setattr(worker._TEMP_DIRS, "base", str(tmp_path))
     result = worker.run_sample(task)
     assert result["error_type"] == "sandbox_error" and not result["full_pass"]

@@ -9,22 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from sandbox_helpers import run
+from sandbox_helpers import mapping, run
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def mapping(old: str, new: str, kind: str, usage: dict) -> dict:
-    return {
-        "api_id": old,
-        "old_qualname": old,
-        "new_qualname": new,
-        "kind": kind,
-        "old_signature": "",
-        "new_signature": "",
-        "doc": f"{new} replaces {old}.",
-        "impl": json.dumps(usage),
-    }
 
 
 MAPPINGS = [
@@ -33,6 +20,7 @@ MAPPINGS = [
     mapping("json.dumps", "my_json_dumps", "relocate", {"usage": "same"}),
     mapping("builtins.abs", "my_builtin_abs", "relocate", {"usage": "same"}),
     mapping("functools.reduce", "functools.fold_left_v2", "rename", {"usage": "same"}),
+    mapping("collections.Counter", "my_collections_counter", "relocate", {"usage": "same"}),
 ]
 
 # Each program defines value() == 3 using the OLD API through one escape route.
@@ -61,6 +49,75 @@ ESCAPES = {
     "getattr_route": (
         "import heapq\ndef value():\n    h = []\n    getattr(heapq, 'heap' + 'push')(h, 3)\n    return h[0]\n"
     ),
+    "vars_of_the_module": (
+        "import heapq\ndef value():\n    h = []\n    vars(heapq)['heappush'](h, 3)\n    return h[0]\n"
+    ),
+    "dict_of_the_module": (
+        "import heapq\ndef value():\n    h = []\n    heapq.__dict__['heappush'](h, 3)\n"
+        "    return h[0]\n"
+    ),
+    "pure_python_pickle": (
+        "import pickle\ndef value():\n    push = pickle._loads(b'cheapq\\nheappush\\n.')\n"
+        "    h = []\n    push(h, 3)\n    return h[0]\n"
+    ),
+    "meta_path_emptied_then_reimport": (
+        "import sys\nfinders = getattr(sys, 'meta' + '_path')\n"
+        "finders[:] = [f for f in finders if getattr(f, '__module__', '').startswith('_frozen')]\n"
+        "del sys.modules['heapq']\nimport heapq\n"
+        "def value():\n    h = []\n    getattr(heapq, 'heap' + 'push')(h, 3)\n    return h[0]\n"
+    ),
+    "builtins_reimported": (
+        "import sys\ndel sys.modules['builtins']\nimport builtins\n"
+        "def value():\n    return builtins.abs(-3)\n"
+    ),
+}
+
+# Routes to an original that only exist in the edited world (they start from the new API or
+# the hiding machinery) or that the sandbox refuses in both worlds; edited must fail. Most are
+# written with run-time names, so only the run-time defence is tested; `__mro__` of a relocated
+# class is closed by the static scan alone (the class must derive from the original).
+EDITED_ONLY_ESCAPES = {
+    "hidden_table_on_the_module_class": (
+        "import heapq\ndef value():\n    h = []\n"
+        "    getattr(type(heapq), '_apiedit' + '_hidden')['heappush'](h, 3)\n    return h[0]\n"
+    ),
+    "original_on_the_descriptor": (
+        "import heapq\ndef value():\n    h = []\n"
+        "    vars(type(heapq))['heappush'].original(h, 3)\n    return h[0]\n"
+    ),
+    "old_api_in_the_new_apis_globals": (
+        "import heapq\ndef value():\n    h = []\n"
+        "    getattr(heapq.push_item_v2, '__glo' + 'bals__')['_apiedit_old'](h, 3)\n"
+        "    return h[0]\n"
+    ),
+    "builtins_of_the_new_apis_globals": (
+        "def value():\n"
+        "    return getattr(my_builtin_abs, '__glo' + 'bals__')['__builtins__']['abs'](-3)\n"
+    ),
+    "pristine_builtins_of_the_mapping_module": (
+        "mapping = __import__('apiedit' + '_kedro.apis.mapping', fromlist=['x'])\n"
+        "def value():\n    return mapping._PRISTINE_BUILTINS['abs'](-3)\n"
+    ),
+    "base_class_of_the_relocated_class": (
+        "def value():\n    return my_collections_counter.__mro__[1]('aab')['a'] + 1\n"
+    ),
+    "caller_frame_builtins": (
+        "import sys\ndef value():\n"
+        "    return getattr(sys, '_get' + 'frame')(1).f_builtins['abs'](-3)\n"
+    ),
+    "exec_of_the_module_source": (
+        "import importlib.util\ndef value():\n    namespace = {}\n"
+        "    path = importlib.util.find_spec('heapq').origin\n"
+        "    exec(open(path).read(), namespace)\n"
+        "    h = []\n    namespace['heappush'](h, 3)\n    return h[0]\n"
+    ),
+    "pristine_interpreter_through_spawnv_passfds": (
+        "import multiprocessing.util, os, sys\ndef value():\n"
+        "    spawn = getattr(multiprocessing.util, 'spawnv_' + 'passfds')\n"
+        "    script = b\"open('out', 'w').write(str(abs(-3)))\"\n"
+        "    pid = spawn(sys.executable.encode(), [sys.executable.encode(), b'-c', script], [])\n"
+        "    os.waitpid(pid, 0)\n    return int(open('out').read())\n"
+    ),
 }
 
 
@@ -83,6 +140,13 @@ def test_escape_route_fails_in_edited_world_and_works_in_pristine(route: str):
     assert not edited["full_pass"], edited
     assert edited["error_type"] != "sandbox_error", edited
     assert pristine["full_pass"], pristine
+
+
+@pytest.mark.parametrize("route", sorted(EDITED_ONLY_ESCAPES))
+def test_edited_world_only_escape_route_fails(route: str):
+    [edited] = run([world_request(EDITED_ONLY_ESCAPES[route], "edited")])
+    assert not edited["full_pass"], edited
+    assert edited["error_type"] != "sandbox_error", edited
 
 
 def test_new_api_passes_counts_calls_and_fails_in_pristine():

@@ -48,7 +48,16 @@ _RESERVED_NAMES = frozenset(
 )
 
 
-_PRISTINE_BUILTINS = dict(builtins.__dict__)
+# The only builtins an adapter body uses (see _render_body).
+_ADAPTER_BUILTINS = {
+    name: getattr(builtins, name) for name in ("tuple", "len", "type", "TypeError")
+}
+_RESERVED_CLOSURE_NAMES = (
+    "_apiedit_old",
+    "_apiedit_counts",
+    "_apiedit_api_id",
+    "_apiedit_defaults",
+)
 _MISSING = object()
 # Marks every new API object with the api_id it implements.
 API_ID_ATTRIBUTE = "__apiedit_api_id__"
@@ -688,18 +697,25 @@ def _generate_function(
     params = list(new_signature.parameters.values())
     header = f"def {mapping.new_name}({_render_parameters(params)}):"
     counting = ["    _apiedit_counts[_apiedit_api_id] += 1"] if call_counts is not None else []
-    source = "\n".join([header, *counting, *_render_body(mapping, new_signature, plan)])
-    namespace: dict[str, Any] = {
-        "_apiedit_old": old_obj,
-        "_apiedit_counts": call_counts,
-        "_apiedit_api_id": mapping.api_id,
-        "_apiedit_defaults": tuple(param.default for param in params),
-        # The body uses tuple/len/TypeError, which an edited world may remove from builtins.
-        "__builtins__": _PRISTINE_BUILTINS,
-    }
-    code = compile(source, f"<new API {mapping.new_qualname} for {mapping.api_id}>", "exec")
+    body = [header, *counting, *_render_body(mapping, new_signature, plan)]
+    # The old object, the counters and the defaults are closure cells of a factory, not
+    # globals: the new API's `__globals__` holds only the few builtins its body uses (captured
+    # before an edited world may remove them), so it is no route to the removed API.
+    source = "\n".join(
+        [
+            f"def _apiedit_factory({', '.join(_RESERVED_CLOSURE_NAMES)}):",
+            *("    " + line for line in body),
+            f"    return {mapping.new_name}",
+        ]
+    )
+    namespace: dict[str, Any] = {"__builtins__": dict(_ADAPTER_BUILTINS)}
+    code = compile(
+        source, f"<new API {mapping.new_qualname} for {mapping.api_id}>", "exec", dont_inherit=True
+    )
     exec(code, namespace)  # the source is built from validated identifiers only
-    return namespace[mapping.new_name]
+    factory = namespace.pop("_apiedit_factory")
+    defaults = tuple(param.default for param in params)
+    return factory(old_obj, call_counts, mapping.api_id, defaults)
 
 
 def _build_new_class(

@@ -65,15 +65,11 @@ def resolve_references(source: str) -> list[QualifiedReference]:
 
 
 def find_api_references(
-    source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping], *, from_line: int = 1
+    source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping]
 ) -> ApiReferences:
-    """Count references to each mapping's old API and new API in the source.
-
-    Only references on line `from_line` or later count (names are still resolved through the
-    whole source, so an import above that line gives a later reference its meaning).
-    """
+    """Count references to each mapping's old API and new API in the source."""
     parsed = parse_mappings(mappings)
-    references = [ref for ref in resolve_references(source) if ref.lineno >= from_line]
+    references = resolve_references(source)
     old: dict[str, int] = {}
     new: dict[str, int] = {}
     for mapping in parsed:

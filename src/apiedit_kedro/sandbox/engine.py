@@ -7,11 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apiedit_kedro.sandbox.pool import (
-    default_worker_count,
-    get_pool,
-    shutdown_pool,
-)
+from apiedit_kedro.sandbox.pool import default_worker_count, get_pool, shutdown_pool
 from apiedit_kedro.sandbox.requests import prepare_tasks
 
 logger = logging.getLogger(__name__)
@@ -51,9 +47,9 @@ def execute(
         try:
             results = pool.run(tasks, lambda: bar.update(1))
         except BaseException:
-            # An interrupted or broken pool must not be reused: its pipes may still hold
-            # replies of this batch, and its workers may still be running its samples.
-            shutdown_pool(abort=True)
+            # Interrupted (Ctrl-C) or broken: samples still run and replies sit in the pipes.
+            # Kill it all, so the next call starts a fresh pool instead of reading them.
+            shutdown_pool(kill=True)
             raise
     elapsed = time.monotonic() - started
     logger.info(

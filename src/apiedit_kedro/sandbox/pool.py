@@ -2,7 +2,8 @@
 
 Hand-written rather than `multiprocessing.Pool`/`concurrent.futures`: a worker that dies must cost
 exactly the one sample it was running (marked `sandbox_error`) and be replaced, which those pools
-do not offer (a dead `ProcessPoolExecutor` worker breaks the whole executor). One sample is in
+do not offer (a dead `ProcessPoolExecutor` worker breaks the whole executor). Only workers that
+die before their ready message count towards `SandboxStartupError`. One sample is in
 flight per worker; the main process never forks samples itself (a large parent forks slowly).
 """
 
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
-import signal
 import tempfile
 import time
 from collections import deque
@@ -26,6 +26,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from apiedit_kedro.sandbox import worker as worker_module
+from apiedit_kedro.sandbox.isolation import log_layers
+from apiedit_kedro.sandbox.protocol import (
+    READY,
+    ProtocolError,
+    parse_reply,
+    sandbox_error,
+    task_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ _HUNG_WORKER_GRACE_S = 30.0
 _SHUTDOWN_JOIN_S = 2.0
 _QUEUE_DEPTH = 2
 _MAX_STARTUP_DEATHS = 3
-_START_ATTEMPTS = 3
+_MAX_RESUBMISSIONS = 2
 _BASE_PREFIX = "apiedit-sandbox-"
 
 
@@ -58,6 +66,17 @@ def _remove_stale_base_dirs(root: str) -> None:
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
+def _is_alive(pid: int | None) -> bool:
+    """True for a running process (not a zombie); the pool's workers are not its children."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def default_worker_count() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
@@ -66,11 +85,11 @@ def default_worker_count() -> int:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    ready: bool = False  # sent its ready handshake; a death before it is a start-up failure
+    ready: bool = False  # sent its ready message: only an unready worker's death is a start-up one
 
 
 class SandboxStartupError(RuntimeError):
-    """Sandbox workers keep dying before serving a sample."""
+    """Sandbox workers keep dying before they are ready to serve a sample."""
 
 
 def _give_up(task: dict[str, Any]) -> float:
@@ -94,8 +113,9 @@ class _Queue:
 class WorkerPool:
     """N worker processes started through an explicitly pinned forkserver context."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, os_namespaces: bool = True) -> None:
         self.size = size
+        self.os_namespaces = os_namespaces
         self.owner_pid = os.getpid()
         self._context = multiprocessing.get_context("forkserver")
         # Workers are forked from the forkserver with these already imported: a replacement
@@ -106,34 +126,45 @@ class WorkerPool:
         root = scratch_root() or tempfile.gettempdir()
         _remove_stale_base_dirs(root)
         self.base_dir = tempfile.mkdtemp(prefix=f"{_BASE_PREFIX}{os.getpid()}-", dir=root)
-        self._workers = [self._start_worker() for _ in range(size)]
+        # Others (a sample's unprivileged uid) may enter it but not list it: sample directory
+        # names are random, so one sample cannot find or pre-create another's.
+        os.chmod(self.base_dir, 0o711)
+        self._batch_ids = itertools.count(1)
         self._startup_deaths = 0
+        self.isolation: dict[str, Any] | None = None  # the first ready worker's report
+        self._workers: list[_Worker] = []
+        for _ in range(size):
+            self._workers.append(self._start_worker())
 
     def _start_worker(self) -> _Worker:
-        """Start one worker; a forkserver that died (or was killed) is restarted and retried."""
-        last_error: BaseException | None = None
-        for attempt in range(1, _START_ATTEMPTS + 1):
+        while True:
             parent_end, child_end = self._context.Pipe(duplex=True)
             process = self._context.Process(
                 target=worker_module.serve,
-                args=(child_end, self.base_dir),
+                args=(child_end, self.base_dir, self.os_namespaces),
                 name="apiedit-sandbox-worker",
                 daemon=True,
             )
             try:
                 process.start()
-            except (EOFError, OSError) as error:
+            except (EOFError, OSError) as error:  # e.g. the forkserver died while forking
                 parent_end.close()
-                child_end.close()
-                logger.warning("sandbox: worker start %d failed (%r)", attempt, error)
-                last_error = error
+                self._count_startup_death(f"{type(error).__name__}: {error}")
                 continue
-            child_end.close()
+            finally:
+                child_end.close()
             return _Worker(process, parent_end)
-        raise SandboxStartupError(
-            f"could not start a sandbox worker in {_START_ATTEMPTS} attempts: the forkserver "
-            f"keeps failing ({last_error!r})"
-        )
+
+    def _count_startup_death(self, reason: str) -> None:
+        self._startup_deaths += 1
+        logger.warning("sandbox worker failed to start (%s)", reason)
+        if self._startup_deaths >= _MAX_STARTUP_DEATHS:
+            raise SandboxStartupError(
+                f"sandbox workers died {self._startup_deaths} times before they were ready "
+                f"(last: {reason}). Under the forkserver start method the main module must be "
+                "importable: run from a file or a notebook (with an "
+                "`if __name__ == '__main__':` guard), not from stdin; see the worker's stderr."
+            )
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -141,18 +172,18 @@ class WorkerPool:
     def _replace(self, dead: _Worker) -> None:
         with contextlib.suppress(Exception):
             dead.process.kill()
-        _kill_orphaned_worker(dead.process.pid)
         dead.process.join(timeout=_SHUTDOWN_JOIN_S)
         dead.conn.close()
-        self._startup_deaths = 0 if dead.ready else self._startup_deaths + 1
-        if self._startup_deaths >= _MAX_STARTUP_DEATHS:
-            raise SandboxStartupError(
-                f"sandbox workers died {self._startup_deaths} times before serving a sample "
-                f"(last exit code {dead.process.exitcode}). Under the forkserver start method "
-                "the main module must be importable: run from a file or a notebook (with an "
-                "`if __name__ == '__main__':` guard), not from stdin; see the worker's stderr."
-            )
+        if not dead.ready:
+            self._count_startup_death(f"exit code {dead.process.exitcode}")
         self._workers[self._workers.index(dead)] = self._start_worker()
+
+    def _on_ready(self, worker: _Worker, report: Any) -> None:
+        worker.ready = True
+        self._startup_deaths = 0
+        if self.isolation is None and isinstance(report, dict):
+            self.isolation = report
+            log_layers(report)
 
     def run(
         self, tasks: list[dict[str, Any]], on_result: Callable[[], None]
@@ -161,25 +192,67 @@ class WorkerPool:
 
         Each worker holds up to `_QUEUE_DEPTH` tasks, so it starts the next sample without
         waiting for this process to be scheduled (on a busy machine that hand-off took ms).
-        Tasks queued behind the one a dead worker was running are resubmitted, not lost.
+        Every task carries this call's batch id: a reply from an earlier, interrupted call is
+        discarded, never taken for a verdict. Tasks queued behind the one a dead worker was
+        running are resubmitted, not lost; a worker that dies before it is ready loses nothing.
         """
-        # A reply carries the batch id and request index it answers: anything else in a pipe
-        # (a reply left over from an interrupted call, or a forged line) is discarded.
-        batch_id = secrets.token_hex(8)
+        batch_id = next(self._batch_ids)
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         queues: dict[int, _Queue] = {}  # id(worker) -> its in-flight tasks, oldest first
+        retries = [0] * len(tasks)
 
-        def fail_head(worker: _Worker, reason: str) -> None:
-            queue = queues.pop(id(worker))
-            index = queue.indexes.popleft()
-            logger.warning(
-                "sandbox worker pid %s lost request %d: %s", worker.process.pid, index, reason
-            )
-            results[index] = worker_module.failure_result(tasks[index], "sandbox_error", reason)
-            pending.extendleft(reversed(queue.indexes))
+        def lose(worker: _Worker, reason: str, *, its_fault: bool = False) -> None:
+            """Replace `worker`; its running sample is lost only if the worker really died.
+
+            A worker still alive when its sentinel fires lost its forkserver (whose pipe the
+            sentinel is), not its sample: everything it held is resubmitted. A hung or
+            misbehaving worker (`its_fault`) loses its running sample whatever its state.
+            """
+            queue = queues.pop(id(worker), None)
+            indexes = queue.indexes if queue is not None else deque()
+            lost = its_fault or not _is_alive(worker.process.pid)
+            if indexes and not lost:
+                retries[indexes[0]] += 1
+                lost = retries[indexes[0]] > _MAX_RESUBMISSIONS  # never loop on one sample
+            if worker.ready and indexes and lost:
+                index = indexes.popleft()
+                logger.warning(
+                    "sandbox worker pid %s lost request %d: %s", worker.process.pid, index, reason
+                )
+                results[index] = sandbox_error(tasks[index], reason)
+                on_result()
+            pending.extendleft(reversed(indexes))
             self._replace(worker)
-            on_result()
+
+        def receive(worker: _Worker) -> bool:
+            """Handle every message waiting from `worker`; False if it is gone."""
+            while True:
+                try:
+                    if not worker.conn.poll():
+                        return True
+                    kind, first, second, record = parse_reply(worker.conn.recv())
+                except (EOFError, OSError):
+                    lose(worker, self._death_reason(worker))
+                    return False
+                except ProtocolError as error:
+                    reason = f"sandbox worker broke the protocol ({error}); it was killed"
+                    lose(worker, reason, its_fault=True)
+                    return False
+                if kind == READY:
+                    self._on_ready(worker, second)
+                    continue
+                queue = queues.get(id(worker))
+                if first != batch_id or queue is None or second != queue.indexes[0]:
+                    logger.warning(
+                        "sandbox: discarded a stale reply (batch %s, request %s)", first, second
+                    )
+                    continue
+                results[second] = record
+                queue.pop_head(tasks)
+                if not queue.indexes:
+                    del queues[id(worker)]
+                on_result()
 
         while pending or queues:
             self._fill(batch_id, tasks, pending, queues)
@@ -191,68 +264,31 @@ class WorkerPool:
             ready = set(wait(waitables, timeout=max(0.0, nearest - time.monotonic())))
             for queue in list(queues.values()):
                 worker = queue.worker
-                if worker.conn in ready:
-                    try:
-                        message = worker.conn.recv()
-                    except (EOFError, OSError):
-                        fail_head(worker, self._death_reason(worker))
-                        continue
-                    result = self._accept(worker, message, batch_id, queue.indexes[0])
-                    if result is None:
-                        continue
-                    results[queue.indexes[0]] = result
-                    queue.pop_head(tasks)
-                    if not queue.indexes:
-                        del queues[id(worker)]
-                    on_result()
-                elif worker.process.sentinel in ready:
-                    fail_head(worker, self._death_reason(worker))
+                if worker.conn in ready and not receive(worker):
+                    continue
+                if id(worker) not in queues:
+                    continue
+                if worker.process.sentinel in ready:
+                    if receive(worker) and id(worker) in queues:
+                        lose(worker, self._death_reason(worker))
                 elif time.monotonic() > queue.give_up:
-                    fail_head(worker, "worker hung past the sample deadline; it was killed")
+                    reason = "worker hung past the sample deadline; it was killed"
+                    lose(worker, reason, its_fault=True)
         return results  # type: ignore[return-value]
-
-    @staticmethod
-    def _accept(
-        worker: _Worker, message: Any, batch_id: str, expected_index: int
-    ) -> dict[str, Any] | None:
-        """The result in `message` if it answers this batch's `expected_index`, else None."""
-        if isinstance(message, tuple) and message[:1] == (worker_module.REPLY_READY,):
-            worker.ready = True
-            return None
-        if (
-            isinstance(message, tuple)
-            and len(message) == 4
-            and message[0] == worker_module.REPLY_RESULT
-            and message[1] == batch_id
-            and message[2] == expected_index
-            and isinstance(message[3], dict)
-        ):
-            return message[3]
-        logger.warning(
-            "sandbox: discarded a reply from worker pid %s that does not answer request %d of "
-            "this batch",
-            worker.process.pid,
-            expected_index,
-        )
-        return None
 
     def _fill(
         self,
-        batch_id: str,
+        batch_id: int,
         tasks: list[dict[str, Any]],
         pending: deque[int],
         queues: dict[int, _Queue],
     ) -> None:
         for worker in list(self._workers):
             queue = queues.get(id(worker))
-            if queue is None and pending and not worker.process.is_alive():
-                # Died while idle (e.g. its forkserver was killed): no sample of it is lost.
-                self._replace(worker)
-                continue
             while pending and (queue is None or len(queue.indexes) < _QUEUE_DEPTH):
                 index = pending.popleft()
                 try:
-                    worker.conn.send((batch_id, index, tasks[index]))
+                    worker.conn.send(task_message(batch_id, index, tasks[index]))
                 except OSError:  # died while idle: nothing of it was lost, retry elsewhere
                     pending.appendleft(index)
                     if queue is None:
@@ -268,15 +304,16 @@ class WorkerPool:
         worker.process.join(timeout=_SHUTDOWN_JOIN_S)
         return f"sandbox worker process died (exit code {worker.process.exitcode}) on this sample"
 
-    def close(self, *, abort: bool = False) -> None:
-        """Stop every worker; `abort` kills them at once instead of letting samples finish."""
-        for worker in self._workers:
-            with contextlib.suppress(OSError):
-                if abort:
-                    worker.process.kill()
-                else:
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the workers: politely, or at once (`kill`, after an interrupted call)."""
+        if not kill:
+            for worker in self._workers:
+                with contextlib.suppress(OSError):
                     worker.conn.send(None)
         for worker in self._workers:
+            if kill:
+                with contextlib.suppress(Exception):
+                    worker.process.kill()
             worker.process.join(timeout=_SHUTDOWN_JOIN_S)
             if worker.process.is_alive():
                 worker.process.kill()
@@ -286,52 +323,43 @@ class WorkerPool:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def _kill_orphaned_worker(pid: int | None) -> None:
-    """SIGKILL a worker that outlived its forkserver.
-
-    When the forkserver dies, its workers are reported dead (exit code 255: the status channel
-    closed) although they still run, orphaned. Only a process that is still a forkserver-started
-    Python is killed, so a reused pid of an unrelated process is never touched.
-    """
-    if pid is None:
-        return
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            started_by_forkserver = b"multiprocessing.forkserver" in cmdline.read()
-    except OSError:
-        return
-    if started_by_forkserver:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 class _PoolHolder:
     """The process-wide pool; a holder object instead of a rebound module global."""
 
     pool: WorkerPool | None = None
 
 
-def get_pool(size: int) -> WorkerPool:
-    """The process-wide pool, started lazily and resized when a different size is asked for."""
+def get_pool(size: int, *, os_namespaces: bool | None = None) -> WorkerPool:
+    """The process-wide pool, started lazily and restarted when a different size is asked for.
+
+    `os_namespaces=False` starts workers without the network and mount namespaces (to measure
+    what they cost); None keeps the running pool's setting (a new pool enters them).
+    """
     pool = _PoolHolder.pool
     if pool is not None and pool.owner_pid != os.getpid():
         pool = None  # inherited through a fork: those workers belong to the parent
-    if pool is not None and pool.size != size:
+    if pool is not None and (
+        pool.size != size or (os_namespaces is not None and pool.os_namespaces != os_namespaces)
+    ):
         pool.close()
         pool = None
     if pool is None:
         started = time.monotonic()
-        pool = WorkerPool(size)
+        pool = WorkerPool(size, os_namespaces=os_namespaces is not False)
         logger.info("sandbox: started %d workers in %.2f s", size, time.monotonic() - started)
     _PoolHolder.pool = pool
     return pool
 
 
-def shutdown_pool(*, abort: bool = False) -> None:
-    """Stop the pool's workers (registered atexit; safe to call any time)."""
+def shutdown_pool(*, kill: bool = False) -> None:
+    """Stop the pool's workers (registered atexit; safe to call any time).
+
+    `kill` stops them at once, without letting running samples finish: what `execute` does
+    when it is interrupted, so the next call starts from clean pipes.
+    """
     pool, _PoolHolder.pool = _PoolHolder.pool, None
     if pool is not None and pool.owner_pid == os.getpid():
-        pool.close(abort=abort)
+        pool.close(kill=kill)
 
 
 atexit.register(shutdown_pool)

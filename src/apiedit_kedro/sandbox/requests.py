@@ -17,8 +17,8 @@ from typing import Any
 
 WORLDS = ("edited", "pristine")
 DEFAULT_MEMORY_LIMIT_MB = 1024
-# One hour: far beyond any benchmark sample, and far inside what poll(2) and setrlimit accept.
-MAX_TIMEOUT_S = 3600.0
+# Beyond this a deadline is a mistake (and overflows the worker's poll in milliseconds).
+MAX_TIMEOUT_S = 600.0
 
 
 class SandboxRequestError(ValueError):
@@ -54,7 +54,10 @@ def _positive_seconds(index: int, field: str, value: Any) -> float:
         raise _fail(index, field, f"expected a finite number of seconds > 0, got {value!r}")
     if seconds > MAX_TIMEOUT_S:
         raise _fail(
-            index, field, f"{value!r} s is above the cap of {MAX_TIMEOUT_S:g} s; pass at most that"
+            index,
+            field,
+            f"{value!r} s is over the sandbox's cap of {MAX_TIMEOUT_S:g} s per sample; "
+            "use a shorter deadline",
         )
     return seconds
 
@@ -176,17 +179,17 @@ def _prepare_one(
     memory_mb = _plain(request.get("memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB))
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, numbers.Integral) or memory_mb < 64:
         raise _fail(index, "memory_limit_mb", f"expected an int >= 64, got {memory_mb!r}")
-    scored_from_line = _plain(request.get("scored_from_line", 1))
+    prompt_chars = _plain(request.get("prompt_chars", 0))
     if (
-        isinstance(scored_from_line, bool)
-        or not isinstance(scored_from_line, numbers.Integral)
-        or scored_from_line < 1
+        isinstance(prompt_chars, bool)
+        or not isinstance(prompt_chars, numbers.Integral)
+        or not 0 <= prompt_chars <= len(code)
     ):
         raise _fail(
             index,
-            "scored_from_line",
-            f"expected the 1-based line where the model's completion starts, got "
-            f"{scored_from_line!r}",
+            "prompt_chars",
+            f"expected the length of the benchmark-written prefix of code (0..{len(code)}), "
+            f"got {prompt_chars!r}",
         )
     raw_mappings = request.get("mappings")
     mappings, mapping_key = mapping_cache.prepare(
@@ -200,8 +203,8 @@ def _prepare_one(
         "world": world,
         "mappings": mappings,
         "mapping_key": mapping_key,
+        "prompt_chars": int(prompt_chars),
         "timeout_s": timeout_s,
         "unit_timeout_s": unit_timeout_s,
         "memory_limit_bytes": int(memory_mb) * 1024 * 1024,
-        "scored_from_line": int(scored_from_line),
     }

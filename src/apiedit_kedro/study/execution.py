@@ -3,7 +3,10 @@
 The edited world of a sample is the set of APIs the model had been edited for when it generated
 (`world_api_ids` of the generation row: one API in the instant regime, every API edited so far in the
 sequential one); the pristine world is the untouched standard library. Every finished execution is
-stored under a hash of its request, so a re-run executes only what is missing.
+stored under a hash of its request, so a re-run executes only what is missing; a `sandbox_error`
+(the sandbox lost the sample, not the program's fault) is not final and is retried by a re-run.
+API references are scored on the model's part of the program only: the HumanEval prompt prefix
+is passed as `prompt_chars`.
 """
 
 import hashlib
@@ -14,29 +17,17 @@ from typing import Any
 
 import pandas as pd
 
-from apiedit_kedro.sandbox import execute
-from apiedit_kedro.sandbox.result import result_fields
+from apiedit_kedro.sandbox import RESULT_FIELDS, TRANSIENT_ERROR_TYPES, execute
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.store import JsonStore
 
 logger = logging.getLogger(__name__)
 
-# Every sandbox result field, in the sandbox's own schema order.
-RESULT_FIELDS = result_fields()
-# Part of every execution's cache key: bumped when the sandbox's verdict for the same request
-# changes (2: PEP 563 compilation, annotation-blind scan, tamper flag, one result schema,
-# completion-only scoring),
-# so old entries rerun.
-SANDBOX_RESULT_VERSION = 2
 WORLDS = ("edited", "pristine")
 
 
 def _request_key(request: Mapping[str, Any]) -> str:
-    payload = json.dumps(
-        {"request": request, "sandbox_result_version": SANDBOX_RESULT_VERSION},
-        sort_keys=True,
-        default=str,
-    )
+    payload = json.dumps(request, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -77,7 +68,8 @@ def build_requests(
         if unknown:
             raise ValueError(f"generation rows name APIs missing from api_mapping: {unknown}")
         timeout = problem.get("timeout_s")
-        scored_from_line = _completion_first_line(row.program, row.completion)
+        prompt = str(problem.get("prompt") or "")
+        prompt_chars = len(prompt) if prompt and row.program.startswith(prompt) else 0
         for world in WORLDS:
             requests.append(
                 {
@@ -87,21 +79,10 @@ def build_requests(
                     "world": world,
                     "mappings": [mappings[api_id] for api_id in world_ids],
                     "timeout_s": float(timeout) if pd.notna(timeout) else default_timeout_s,
-                    "scored_from_line": scored_from_line,
+                    "prompt_chars": prompt_chars,
                 }
             )
     return requests
-
-
-def _completion_first_line(program: str, completion: str) -> int:
-    """The line where the model's text starts in `program` (1 when the program is all its own).
-
-    HumanEval programs are prompt + completion: removed-API references in the prompt are the
-    benchmark's doing, so the static scan counts only from here.
-    """
-    if completion and program.endswith(completion):
-        return program[: len(program) - len(completion)].count("\n") + 1
-    return 1
 
 
 def execute_cached(
@@ -125,15 +106,17 @@ def execute_cached(
         chunk = missing[start : start + chunk_size]
         results = execute([requests[i] for i in chunk], workers=workers, progress=True)
         fresh = {keys[i]: result for i, result in zip(chunk, results, strict=True)}
-        # A sandbox_error says the harness failed (a worker died, a hung worker was killed),
-        # not how the program behaves: it is returned but not stored, so a rerun retries it.
-        store.put_many(
-            {
-                key: result
-                for key, result in fresh.items()
-                if result["error_type"] != "sandbox_error"
-            }
-        )
+        final = {
+            key: result
+            for key, result in fresh.items()
+            if result["error_type"] not in TRANSIENT_ERROR_TYPES
+        }
+        if len(final) < len(fresh):
+            logger.warning(
+                "execution: %d sandbox errors not stored; a re-run retries them",
+                len(fresh) - len(final),
+            )
+        store.put_many(final)
         known.update(fresh)
     return [known[key] for key in keys]
 
