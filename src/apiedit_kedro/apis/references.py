@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 import importlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -55,9 +55,13 @@ class ApiReferences:
     new: dict[str, int]
 
 
-def resolve_references(source: str) -> list[QualifiedReference]:
-    """Every resolvable reference in the source, in source order; SyntaxError if unparsable."""
-    tree = ast.parse(source)
+def resolve_references(source: str | ast.Module) -> list[QualifiedReference]:
+    """Every resolvable reference in the source (or its parsed tree), in source order.
+
+    SyntaxError if the source is unparsable. Names used only in annotations are not references
+    (see `_ScopeWalker.visit_FunctionDef`).
+    """
+    tree = ast.parse(source) if isinstance(source, str) else source
     scopes = _ScopeBuilder().build(tree)
     resolver = _Resolver(scopes)
     resolver.visit(tree)
@@ -68,11 +72,16 @@ def find_api_references(
     source: str, mappings: Iterable[Mapping[str, Any] | ApiMapping]
 ) -> ApiReferences:
     """Count references to each mapping's old API and new API in the source."""
-    parsed = parse_mappings(mappings)
-    references = resolve_references(source)
+    return count_api_references(resolve_references(source), parse_mappings(mappings))
+
+
+def count_api_references(
+    references: Sequence[QualifiedReference], mappings: Sequence[ApiMapping]
+) -> ApiReferences:
+    """Per api_id, how many of `references` name its old API and how many its new one."""
     old: dict[str, int] = {}
     new: dict[str, int] = {}
-    for mapping in parsed:
+    for mapping in mappings:
         locations = api_locations(mapping)
         old[mapping.api_id] = sum(_matches(ref.qualname, locations.old) for ref in references)
         new[mapping.api_id] = sum(_matches(ref.qualname, locations.new) for ref in references)

@@ -6,8 +6,8 @@ the scan so a long expression (a 500-term sum) is scanned instead of failing.
 
 Annotation semantics, chosen on purpose: programs are compiled with PEP 563 semantics (the
 `annotations` future flag, passed explicitly and never inherited from this module), so
-annotations are never evaluated, and the scan does not count a name used only in annotations as
-a use of an API. A HumanEval prompt annotated `-> int` stays runnable and unscored when
+annotations are never evaluated, and the scan (through `apis.references`, whose resolver skips
+annotations) does not count a name used only in annotations as a use of an API. A HumanEval prompt annotated `-> int` stays runnable and unscored when
 `builtins.int` is removed.
 
 API references are scored on the part of the program the model wrote: references on lines of
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiedit_kedro.apis.mapping import ApiMapping
-from apiedit_kedro.apis.references import resolve_references
-from apiedit_kedro.apis.world import api_locations
+from apiedit_kedro.apis.references import count_api_references, resolve_references
 
 PROGRAM_COMPILE_FLAGS = __future__.annotations.compiler_flag
 _SCAN_RECURSION_LIMIT = 50_000
@@ -154,7 +153,9 @@ def scan_program(
         old_refs = new_refs = 0
         if mappings:
             first_line = code[:prompt_chars].count("\n") + 1
-            old_refs, new_refs = _count_api_references(code, tree, mappings, first_line)
+            scored = [ref for ref in resolve_references(tree) if ref.lineno >= first_line]
+            counted = count_api_references(scored, mappings)
+            old_refs, new_refs = sum(counted.old.values()), sum(counted.new.values())
         return ScanFindings(old_refs, new_refs, tamper, "")
     except RecursionError:
         return ScanFindings(0, 0, (), "the program nests too deeply for the scan")
@@ -237,67 +238,3 @@ def _name_findings(name: str) -> list[str]:
     if name in INTROSPECTION_ATTRIBUTES or name.startswith(_HARNESS_PREFIX):
         return [f"uses {name}"]
     return []
-
-
-# ------------------------------------------------------------------------ API references
-
-
-def _annotations(tree: ast.Module) -> list[ast.expr]:
-    found: list[ast.expr] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            arguments = node.args
-            params = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
-            params += [p for p in (arguments.vararg, arguments.kwarg) if p is not None]
-            found += [p.annotation for p in params if p.annotation is not None]
-            if node.returns is not None:
-                found.append(node.returns)
-        elif isinstance(node, ast.AnnAssign):
-            found.append(node.annotation)
-    return found
-
-
-def without_annotations(code: str, tree: ast.Module) -> str:
-    """The source with every annotation replaced by a same-shaped constant, lines kept.
-
-    A one-line annotation becomes `0` padded with spaces, a multi-line one `(` + blanks + `)`
-    (an empty tuple: newlines stay inside the brackets), so every other line keeps its number.
-    """
-    annotations = _annotations(tree)
-    if not annotations:
-        return code
-    data = bytearray(code.encode("utf-8"))
-    line_starts = [0]
-    for line in bytes(data).splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
-    for node in annotations:
-        start = line_starts[node.lineno - 1] + node.col_offset
-        end = line_starts[node.end_lineno - 1] + node.end_col_offset  # type: ignore[operator]
-        segment = data[start:end]
-        if b"\n" not in segment and b"\r" not in segment:
-            data[start:end] = b"0" + b" " * (len(segment) - 1)
-            continue
-        blank = bytearray(byte if byte in b"\r\n" else 0x20 for byte in segment)
-        blank[0], blank[-1] = ord("("), ord(")")
-        data[start:end] = blank
-    return data.decode("utf-8")
-
-
-def _matches(qualname: str, targets: tuple[str, ...]) -> bool:
-    return any(qualname == target or qualname.startswith(target + ".") for target in targets)
-
-
-def _count_api_references(
-    code: str, tree: ast.Module, mappings: Sequence[ApiMapping], first_line: int
-) -> tuple[int, int]:
-    references = [
-        ref
-        for ref in resolve_references(without_annotations(code, tree))
-        if ref.lineno >= first_line
-    ]
-    old = new = 0
-    for mapping in mappings:
-        locations = api_locations(mapping)
-        old += sum(_matches(ref.qualname, locations.old) for ref in references)
-        new += sum(_matches(ref.qualname, locations.new) for ref in references)
-    return old, new
