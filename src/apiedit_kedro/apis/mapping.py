@@ -167,7 +167,10 @@ def build_new_callable(
     reflects the new usage. With `call_counts`, every call that the new signature accepts adds
     one to `call_counts[mapping.api_id]` (also when the old API then raises); a call rejected by
     the signature itself raises its TypeError before counting. A class target becomes a
-    subclass named after the new API, so `isinstance` keeps working; its instantiations count.
+    subclass named after the new API whose `isinstance`/`issubclass` answer as the old class
+    would (also for values created the old way); its instantiations count. `type(v) is New` stays
+    False for such values: only binding the old class itself would change that, and then its
+    instantiations could not be counted.
     """
     if call_counts is not None:
         call_counts.setdefault(mapping.api_id, 0)
@@ -736,19 +739,30 @@ def _build_new_class(
 
         namespace["__new__"] = __new__
     old_metaclass = type(old_class)
-    metaclass = old_metaclass
+    api_id = mapping.api_id
+
+    # The new class is a subclass (so its instantiations can be counted), but values made the
+    # old way (`5`, `[]`, literals, library results) must still pass `isinstance(v, New)`, as
+    # they would if the class had only been renamed.
+    def __instancecheck__(cls: type, instance: Any) -> bool:
+        return isinstance(instance, old_class)
+
+    def __subclasscheck__(cls: type, subclass: type) -> bool:
+        return issubclass(subclass, old_class)
+
+    members: dict[str, Any] = {
+        "__instancecheck__": __instancecheck__,
+        "__subclasscheck__": __subclasscheck__,
+        "__module__": __name__,
+    }
     if call_counts is not None:
-        api_id = mapping.api_id
 
         def __call__(cls: type, *args: Any, **kwargs: Any) -> Any:
             call_counts[api_id] += 1
             return old_metaclass.__call__(cls, *args, **kwargs)
 
-        metaclass = type(
-            f"{mapping.new_name}Type",
-            (old_metaclass,),
-            {"__call__": __call__, "__module__": __name__},
-        )
+        members["__call__"] = __call__
+    metaclass = type(f"{mapping.new_name}Type", (old_metaclass,), members)
     try:
         return metaclass(mapping.new_name, (old_class,), namespace)
     except TypeError as error:

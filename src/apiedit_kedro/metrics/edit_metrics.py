@@ -2,7 +2,8 @@
 
 - rewrite accuracy: share of ``target_new`` tokens that are the argmax after ``prompt`` ⊕ the earlier
   target tokens (teacher forcing);
-- rephrase accuracy: the same on each rephrase prompt, averaged;
+- rephrase accuracy: the same on each rephrase prompt (with its own target when the request gives
+  `rephrase_targets`, since a call in another context has other arguments), averaged;
 - locality: share of locality prompts whose next-token prediction is unchanged from the unedited
   model (the caller takes the pre-edit predictions before editing).
 Sequences are built with the editing engine's id-concatenation rule so scoring matches editing.
@@ -43,11 +44,20 @@ def rewrite_accuracy(model, tokenizer, prompt: str, target: str) -> float:
     return float((predicted == torch.tensor(target_ids)).float().mean())
 
 
-def rephrase_accuracy(model, tokenizer, prompts: Sequence[str], target: str) -> float:
-    """Mean rewrite accuracy over rephrased prompts (NaN when there are none)."""
+def rephrase_accuracy(
+    model, tokenizer, prompts: Sequence[str], target: str | Sequence[str]
+) -> float:
+    """Mean rewrite accuracy over rephrased prompts (NaN when there are none).
+
+    `target` is one target for every prompt, or one target per prompt.
+    """
     if not prompts:
         return float("nan")
-    return sum(rewrite_accuracy(model, tokenizer, p, target) for p in prompts) / len(prompts)
+    targets = [target] * len(prompts) if isinstance(target, str) else list(target)
+    if len(targets) != len(prompts):
+        raise ValueError(f"{len(prompts)} rephrase prompts but {len(targets)} targets")
+    scores = [rewrite_accuracy(model, tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)]
+    return sum(scores) / len(prompts)
 
 
 @torch.no_grad()
@@ -80,9 +90,11 @@ def edit_metrics(
     rephrase = request.get("rephrase_prompts")
     locality_prompts = request.get("locality_prompts")
     rephrase = [] if rephrase is None else list(rephrase)
+    targets = request.get("rephrase_targets")
+    targets = request["target_new"] if targets is None else [str(t) for t in targets]
     locality_prompts = [] if locality_prompts is None else list(locality_prompts)
     return {
         "rewrite_acc": rewrite_accuracy(model, tokenizer, request["prompt"], request["target_new"]),
-        "rephrase_acc": rephrase_accuracy(model, tokenizer, rephrase, request["target_new"]),
+        "rephrase_acc": rephrase_accuracy(model, tokenizer, rephrase, targets),
         "locality": locality(model, tokenizer, locality_prompts, before_locality),
     }

@@ -4,11 +4,14 @@ Methods: the five editing methods of `apiedit_kedro.editing` plus two baselines 
 weight, `none` (the unedited model) and `prepend_doc` (the new API's doc is prepended to every
 prompt, the cheapest alternative to editing).
 
-- instant: for each edit request, start from the original weights, apply the one edit, generate for
-  that API's reliability and generalization problems and a fixed specificity sample, restore exactly
-  (checked with a weight checksum).
-- sequential: apply the edits cumulatively in `seq_order`; at checkpoints (after 1, 2, 4, … and all
-  edits) generate for every API edited so far plus the specificity sample, and record weight drift.
+- instant: for each API, start from the original weights, apply all of its edit requests (one per
+  reliability item the run evaluates: ROME and GRACE one after another, FT, MEMIT and PMET as one
+  batch), generate for the API's reliability and generalization items and a fixed specificity
+  sample in the world without that API, restore exactly (checked with a weight checksum).
+- sequential: edit API by API in `seq_order`, each API's requests together; after 1, 2, 4, … and all
+  APIs (the edit step counts APIs) generate for every API edited so far, in the world without all
+  of them, on the items the benchmark validated in that very world, plus the specificity sample;
+  record weight drift.
 
 Every generation goes through the persistent generation cache under a weight-state id derived from
 (model, method, hyperparameters, edits applied), and each edit's log row is stored too, so a re-run
@@ -20,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 
 from apiedit_kedro.editing import METHODS as EDITING_METHODS
 from apiedit_kedro.editing import CovarianceStats, apply_edits, weight_checksum
+from apiedit_kedro.editing.api import REGISTRY
 from apiedit_kedro.editing.grace import firing_counts
 from apiedit_kedro.editing.result import combined_drift
 from apiedit_kedro.metrics.edit_metrics import edit_metrics, next_token_predictions
@@ -40,7 +43,13 @@ from apiedit_kedro.models.loading import LoadedModel
 from apiedit_kedro.models.prompts import program_from_output, stop_sequences_for
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 from apiedit_kedro.study.prompting import GenerationPrompt, doc_preamble, generation_prompt
-from apiedit_kedro.study.selection import checkpoints, problems_for_api
+from apiedit_kedro.study.selection import (
+    StudyConfigError,
+    checkpoints,
+    edited_item_ids,
+    problems_for_api,
+    requests_by_api,
+)
 from apiedit_kedro.study.store import JsonStore
 
 logger = logging.getLogger(__name__)
@@ -201,21 +210,34 @@ def _generate(
     return frame.drop(columns="order").reset_index(drop=True)
 
 
-def _apply_one(context: StudyContext, request: Mapping[str, Any]):
-    """Edit the model with one request; returns (EditResult, token-level metrics)."""
+def _edit_api(context: StudyContext, requests: Sequence[Mapping[str, Any]]):
+    """Apply all `requests` of one API; returns (EditResult, token-level metrics per request).
+
+    Per-request methods (ROME, GRACE) apply them one after another, the others as one batch.
+    Metrics are read after the API's last edit, so each request is scored on the edited model.
+    """
     model, tokenizer = context.loaded.model, context.loaded.tokenizer
-    prompts = request.get("locality_prompts")  # a numpy array when read from parquet
-    locality_prompts = [] if prompts is None else [str(prompt) for prompt in prompts]
-    before = next_token_predictions(model, tokenizer, locality_prompts)
+    locality = [[str(p) for p in _as_texts(request.get("locality_prompts"))] for request in requests]
+    before = [next_token_predictions(model, tokenizer, prompts) for prompts in locality]
+    mode = "sequential" if REGISTRY[context.method].per_request else "batch"
     result = apply_edits(
         model,
         tokenizer,
-        [request],
+        list(requests),
         method=context.method,
         hparams=context.hparams,
         covariance=context.covariance,
+        mode=mode,
     )
-    return result, edit_metrics(model, tokenizer, request, before)
+    metrics = [
+        edit_metrics(model, tokenizer, request, prior)
+        for request, prior in zip(requests, before, strict=True)
+    ]
+    return result, metrics
+
+
+def _as_texts(value: Any) -> list[str]:
+    return [] if value is None else [str(item) for item in value]  # parquet gives numpy arrays
 
 
 def _edit_log_row(
@@ -228,13 +250,15 @@ def _edit_log_row(
         "edit_step": edit_step,
         "edit_id": request["edit_id"],
         "api_id": request["api_id"],
+        "source_item_id": request.get("source_item_id", ""),
     }
 
 
-def _edit_stats(result, metrics: Mapping[str, float], seconds: float) -> dict[str, Any]:
-    stats = result.stats[-1] if result.stats else {}
+def _edit_stats(stats: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[str, Any]:
+    """One request's log columns; `edit_seconds` is its share of its edit call (a batch is split
+    evenly over its requests)."""
     return {
-        "edit_seconds": seconds,
+        "edit_seconds": float(stats.get("seconds", float("nan"))),
         "final_loss": float(stats.get("final_loss", float("nan"))),
         "delta_norm": float(stats.get("delta_norm", float("nan"))),
         "rewrite_acc": metrics["rewrite_acc"],
@@ -243,12 +267,29 @@ def _edit_stats(result, metrics: Mapping[str, float], seconds: float) -> dict[st
     }
 
 
+def _requests_to_edit(
+    context: StudyContext, api_id: str, requests: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The API's requests whose source item the run evaluates as reliability (all at full scale)."""
+    evaluated = edited_item_ids(context.benchmark, api_id, context.max_problems_per_subset)
+    chosen = [r for r in requests if r.get("source_item_id") in evaluated]
+    if not chosen:
+        raise StudyConfigError(
+            f"{api_id}: none of its {len(requests)} edit requests comes from a reliability item "
+            "this run evaluates; the edit requests and the benchmark come from different synthesis "
+            "runs (re-run `kedro run --pipeline=synthesis`)"
+        )
+    return chosen
+
+
 def run_instant(context: StudyContext, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Instant regime: one edit at a time from the original weights. Returns (generations, log)."""
+    """Instant regime: one API at a time from the original weights. Returns (generations, log)."""
     generations, log = [], []
     checksum = weight_checksum(context.loaded.model) if context.edits_weights else ""
-    for request in tqdm(requests.to_dict("records"), desc=f"{context.method} instant edits"):
-        api_id = request["api_id"]
+    for api_id, all_requests in tqdm(
+        requests_by_api(requests), desc=f"{context.method} instant edits"
+    ):
+        api_requests = _requests_to_edit(context, api_id, all_requests)
         problems = pd.concat(
             [
                 problems_for_api(context.benchmark, api_id, context.max_problems_per_subset),
@@ -256,8 +297,9 @@ def run_instant(context: StudyContext, requests: pd.DataFrame) -> tuple[pd.DataF
             ],
             ignore_index=True,
         )
-        state = context.weight_state([request["edit_id"]])
-        row = _edit_log_row(context, request, "instant", 1)
+        edit_ids = [request["edit_id"] for request in api_requests]
+        state = context.weight_state(edit_ids)
+        rows = [_edit_log_row(context, request, "instant", 1) for request in api_requests]
         stored = context.state_store.get_many([f"instant-log:{state}"]).get(f"instant-log:{state}")
 
         generate = partial(
@@ -272,30 +314,30 @@ def run_instant(context: StudyContext, requests: pd.DataFrame) -> tuple[pd.DataF
         )
         if not context.edits_weights:
             generations.append(generate())
-            log.append({**row, "restored_exact": True})
+            log.extend({**row, "restored_exact": True} for row in rows)
             continue
         if stored is not None and _all_cached(context, problems, state, [api_id]):
             logger.info("%s: %s already edited and generated; reusing", context.method, api_id)
             generations.append(generate())
-            log.append({**row, **stored})
+            log.extend({**row, **stats} for row, stats in zip(rows, stored, strict=True))
             continue
-        started = time.perf_counter()
-        result, metrics = _apply_one(context, request)
-        stats = _edit_stats(result, metrics, time.perf_counter() - started)
+        result, metrics = _edit_api(context, api_requests)
+        stats = [_edit_stats(s, m) for s, m in zip(result.stats, metrics, strict=True)]
         before = firing_counts(context.loaded.model)
         try:
             generations.append(generate())
         finally:
-            stats.update(_firing_during(context, before))
+            firing = _firing_during(context, before)
             result.restore(context.loaded.model)
-        stats["restored_exact"] = weight_checksum(context.loaded.model) == checksum
-        if not stats["restored_exact"]:
+        restored = weight_checksum(context.loaded.model) == checksum
+        if not restored:
             raise RuntimeError(
-                f"{context.method}: restoring the weights after {request['edit_id']} did not "
+                f"{context.method}: restoring the weights after the edits of {api_id} did not "
                 "give back the original checksum; later edits would start from edited weights"
             )
+        stats = [{**entry, **firing, "restored_exact": restored} for entry in stats]
         context.state_store.put_many({f"instant-log:{state}": stats})
-        log.append({**row, **stats})
+        log.extend({**row, **entry} for row, entry in zip(rows, stats, strict=True))
     return _concat(generations, GENERATION_COLUMNS), pd.DataFrame(log)
 
 
@@ -316,40 +358,63 @@ def _all_cached(
     return len(context.generation_cache.get_many(keys)) == len(set(keys))
 
 
+def _check_sequence_prefix(context: StudyContext, api_ids: Sequence[str]) -> None:
+    """The benchmark validated sequential worlds that are prefixes of the global `seq_order`."""
+    order = context.api_mapping.sort_values("seq_order")["api_id"].tolist()
+    if list(api_ids) != order[: len(api_ids)]:
+        raise StudyConfigError(
+            "the sequential regime must edit a prefix of the benchmark's seq_order (its worlds "
+            f"were validated so); got {list(api_ids)[:5]}…. Run it unsharded "
+            "(api_shard=1/1), capped with study.max_apis if needed"
+        )
+
+
 def run_sequential(
     context: StudyContext, requests: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sequential regime: edits accumulate in `seq_order`; generate at checkpoints."""
-    ordered = requests.sort_values("seq_order", kind="stable").to_dict("records")
-    steps = set(checkpoints(len(ordered)))
+    """Sequential regime: APIs accumulate in `seq_order`; generate at checkpoints."""
+    grouped = requests_by_api(requests)
+    _check_sequence_prefix(context, [api_id for api_id, _ in grouped])
+    steps = set(checkpoints(len(grouped)))
     generations, log, results = [], [], []
     edited_ids: list[str] = []
     edited_apis: list[str] = []
     checksum = weight_checksum(context.loaded.model) if context.edits_weights else ""
     try:
-        for step, request in enumerate(tqdm(ordered, desc=f"{context.method} sequential"), 1):
-            edited_ids.append(request["edit_id"])
-            edited_apis.append(request["api_id"])
-            row = _edit_log_row(context, request, "sequential", step)
+        for step, (api_id, all_requests) in enumerate(
+            tqdm(grouped, desc=f"{context.method} sequential"), 1
+        ):
+            api_requests = _requests_to_edit(context, api_id, all_requests)
+            edited_ids.extend(request["edit_id"] for request in api_requests)
+            edited_apis.append(api_id)
+            rows = [_edit_log_row(context, r, "sequential", step) for r in api_requests]
             if context.edits_weights:
-                started = time.perf_counter()
-                result, metrics = _apply_one(context, request)
+                result, metrics = _edit_api(context, api_requests)
                 results.append(result)
-                row.update(_edit_stats(result, metrics, time.perf_counter() - started))
                 drift = combined_drift(results)
-                row["drift"] = json.dumps(drift)
-                row["drift_total"] = sum(v * v for v in drift.values()) ** 0.5
-            row["checkpoint"] = step in steps
-            log.append(row)
+                for row, stats, metric in zip(rows, result.stats, metrics, strict=True):
+                    row.update(_edit_stats(stats, metric))
+                    row["drift"] = json.dumps(drift)
+                    row["drift_total"] = sum(v * v for v in drift.values()) ** 0.5
+            for row in rows:
+                row["checkpoint"] = step in steps
+            log.extend(rows)
             if step not in steps:
                 continue
             parts, api_for = [], []
-            for api_id in edited_apis:
+            for edited in edited_apis:
                 problems = problems_for_api(
-                    context.benchmark, api_id, context.max_problems_per_subset
+                    context.benchmark, edited, context.max_problems_per_subset, step=step
                 )
                 parts.append(problems)
-                api_for.extend([api_id] * len(problems))
+                api_for.extend([edited] * len(problems))
+            if not sum(len(part) for part in parts):
+                logger.warning(
+                    "%s: no item was validated in the world after %d APIs; only specificity "
+                    "items are generated at this checkpoint",
+                    context.method,
+                    step,
+                )
             parts.append(context.specificity)
             api_for.extend([""] * len(context.specificity))
             before = firing_counts(context.loaded.model)
@@ -364,7 +429,8 @@ def run_sequential(
                     weight_state=context.weight_state(edited_ids),
                 )
             )
-            row.update(_firing_during(context, before))
+            for row in rows:
+                row.update(_firing_during(context, before))
     finally:
         for result in reversed(results):
             result.restore(context.loaded.model)

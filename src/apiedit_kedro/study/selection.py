@@ -37,34 +37,58 @@ def shard_tag(spec: str) -> str:
 def select_edit_requests(
     edit_requests: pd.DataFrame, *, shard: str, max_apis: int | None
 ) -> pd.DataFrame:
-    """The edit requests of one shard, in `seq_order`, capped at `max_apis` (None: all).
+    """All edit requests of one shard's APIs, in `seq_order`, capped at `max_apis` APIs (None: all).
 
-    Requests are dealt round-robin over shards in `seq_order`, so every shard is a spread of the
-    sequence; the cap applies after sharding.
+    APIs are dealt round-robin over shards in `seq_order`, so every shard is a spread of the
+    sequence; the cap applies after sharding. An API's requests always travel together: the
+    instant edit of an API applies all of them.
     """
     index, count = parse_shard(shard)
-    ordered = edit_requests.sort_values("seq_order", kind="stable").reset_index(drop=True)
-    selected = ordered.iloc[index - 1 :: count]
+    ordered = edit_requests.sort_values(["seq_order", "edit_id"], kind="stable")
+    apis = list(dict.fromkeys(ordered["api_id"]))[index - 1 :: count]
     if max_apis is not None:
-        selected = selected.head(int(max_apis))
-    if selected.empty:
+        apis = apis[: int(max_apis)]
+    if not apis:
         raise StudyConfigError(
-            f"api_shard {shard} with max_apis={max_apis} selects no edit request out of "
-            f"{len(edit_requests)}"
+            f"api_shard {shard} with max_apis={max_apis} selects no API out of "
+            f"{ordered['api_id'].nunique()}"
         )
-    return selected.reset_index(drop=True)
+    return ordered[ordered["api_id"].isin(apis)].reset_index(drop=True)
+
+
+def requests_by_api(requests: pd.DataFrame) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(api_id, its requests) in `seq_order`."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for request in requests.sort_values(["seq_order", "edit_id"], kind="stable").to_dict("records"):
+        grouped.setdefault(request["api_id"], []).append(request)
+    return list(grouped.items())
 
 
 def problems_for_api(
-    benchmark: pd.DataFrame, api_id: str, max_per_subset: int | None
+    benchmark: pd.DataFrame, api_id: str, max_per_subset: int | None, *, step: int | None = None
 ) -> pd.DataFrame:
-    """The API's reliability and generalization problems (first `max_per_subset` of each)."""
+    """The API's reliability and generalization items (first `max_per_subset` of each).
+
+    With `step`, only items validated in the sequential world after `step` APIs were edited.
+    """
     rows = []
     for subset in SUBSETS[:2]:
         chosen = benchmark[(benchmark["api_id"] == api_id) & (benchmark["subset"] == subset)]
         chosen = chosen.sort_values("problem_id", kind="stable")
-        rows.append(chosen if max_per_subset is None else chosen.head(int(max_per_subset)))
+        if max_per_subset is not None:
+            chosen = chosen.head(int(max_per_subset))
+        if step is not None:
+            chosen = chosen[[step in list(steps) for steps in chosen["sequential_steps"]]]
+        rows.append(chosen)
     return pd.concat(rows, ignore_index=True)
+
+
+def edited_item_ids(
+    benchmark: pd.DataFrame, api_id: str, max_per_subset: int | None
+) -> set[str]:
+    """The reliability items of the API that a run evaluates: their requests are what it edits."""
+    chosen = problems_for_api(benchmark, api_id, max_per_subset)
+    return set(chosen.loc[chosen["subset"] == "reliability", "item_id"])
 
 
 def specificity_sample(benchmark: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
