@@ -13,13 +13,22 @@ SQRT_PROGRAM = "import math\n\ndef root(x):\n    return math.sqrt(x)\n"
 JOIN_PROGRAM = "import os\n\ndef join(a, b):\n    return os.path.join(a, b)\n"
 
 
+# seq_order: os.path.join first, then math.sqrt; an item is validated in the sequential worlds
+# from its own API's step on
+SEQUENTIAL_STEPS = {"os.path.join": [1, 2], "math.sqrt": [2], None: []}
+
+
 def _problem(problem_id, subset, api_id, prompt, reference_old, reference_new, tests, entry):
     return {
+        "item_id": f"{problem_id}@{api_id}" if api_id else problem_id,
         "problem_id": problem_id,
         "source": "humaneval",
         "subset": subset,
         "api_id": api_id,
-        "api_ids": [api_id] if api_id else [],
+        "world_api_ids": [api_id] if api_id else [],
+        "usage_kind": "",
+        "usage_enforced": False,
+        "sequential_steps": SEQUENTIAL_STEPS[api_id],
         "prompt": prompt,
         "prompt_format": "humaneval_completion",
         "reference_old": reference_old,
@@ -93,6 +102,7 @@ def mini_mapping() -> pd.DataFrame:
                 "new_signature": "math.square_root_v2(x)",
                 "doc": "Return the square root of x.",
                 "impl": json.dumps({"usage": "same"}),
+                "seq_order": 1,
             },
             {
                 "api_id": "os.path.join",
@@ -103,6 +113,7 @@ def mini_mapping() -> pd.DataFrame:
                 "new_signature": "my_os_path_join(parts)",
                 "doc": "Join path parts given as one list.",
                 "impl": json.dumps({"usage": "pack_varargs"}),
+                "seq_order": 0,
             },
         ]
     )
@@ -113,24 +124,28 @@ def mini_requests() -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "edit_id": "edit:math.sqrt",
+                "edit_id": "edit:T/1@math.sqrt",
                 "api_id": "math.sqrt",
+                "source_item_id": "T/1@math.sqrt",
                 "seq_order": 1,
-                "prompt": "import math\n\ndef root(x):\n    return ",
-                "target_new": "math.square_root_v2(x)",
-                "subject": "    return ",
-                "rephrase_prompts": ["import math\n\ndef r(v):\n    return "],
-                "locality_prompts": ["def add(a, b):\n    return "],
+                "prompt": "import math\n\ndef root(x):\n    return",
+                "target_new": " math.square_root_v2(x)",
+                "subject": "x):\n    return",
+                "rephrase_prompts": ["import math\n\ndef r(v):\n    return"],
+                "rephrase_targets": [" math.square_root_v2(v)"],
+                "locality_prompts": ["def add(a, b):\n    return"],
             },
             {
-                "edit_id": "edit:os.path.join",
+                "edit_id": "edit:T/3@os.path.join",
                 "api_id": "os.path.join",
+                "source_item_id": "T/3@os.path.join",
                 "seq_order": 0,
-                "prompt": "import os\n\ndef join(a, b):\n    return ",
-                "target_new": "my_os_path_join([a, b])",
-                "subject": "    return ",
-                "rephrase_prompts": ["import os\n\ndef j(x, y):\n    return "],
-                "locality_prompts": ["def add(a, b):\n    return "],
+                "prompt": "import os\n\ndef join(a, b):\n    return",
+                "target_new": " my_os_path_join([a, b])",
+                "subject": "b):\n    return",
+                "rephrase_prompts": ["import os\n\ndef j(x, y):\n    return"],
+                "rephrase_targets": [" my_os_path_join([x, y])"],
+                "locality_prompts": ["def add(a, b):\n    return"],
             },
         ]
     )
@@ -138,14 +153,16 @@ def mini_requests() -> pd.DataFrame:
 
 @pytest.fixture
 def mini_problems() -> pd.DataFrame:
+    """MBPP's few-shot split in miniature; task 3 uses math.sqrt as the real one does."""
     shots = [
         {
             "problem_id": f"MBPP/{i}",
             "prompt": f"You are an expert Python programmer, and here is your task: task {i} "
             "Your code should pass these tests:\n\nassert f() == 1\n",
-            "reference_solution": "def f():\n    return 1\n",
+            "reference_solution": SQRT_PROGRAM if i == 3 else f"def f():\n    return {i}\n",
+            "tests": ["assert f() == 1"],
         }
-        for i in (2, 3, 4)
+        for i in range(1, 11)
     ]
     return pd.DataFrame(shots)
 

@@ -34,7 +34,8 @@ def test_humaneval_rows_are_continued_and_prepend_doc_only_adds_comments(mini_be
 
 
 def test_mbpp_rows_get_the_three_shot_prompt(mini_problems):
-    shots = mbpp_shots(mini_problems)
+    shots = mbpp_shots(mini_problems).for_world([])
+    assert [shot["problem_id"] for shot in shots] == ["MBPP/2", "MBPP/3", "MBPP/4"]
     row = {
         "problem_id": "MBPP/11",
         "prompt_format": "mbpp_3shot",
@@ -48,7 +49,7 @@ def test_mbpp_rows_get_the_three_shot_prompt(mini_problems):
 
 
 def test_missing_shots_and_unknown_formats_are_named(mini_problems, mini_benchmark):
-    with pytest.raises(ValueError, match="MBPP shot tasks"):
+    with pytest.raises(ValueError, match="few-shot tasks"):
         mbpp_shots(mini_problems.iloc[:2])
     row = {**mini_benchmark.iloc[0].to_dict(), "prompt_format": "apps"}
     with pytest.raises(ValueError, match="unknown prompt_format 'apps'"):
@@ -60,3 +61,15 @@ def test_missing_shots_and_unknown_formats_are_named(mini_problems, mini_benchma
             tokenizer=build_tiny_tokenizer(),
             shots=[],
         )
+
+
+def test_a_shot_that_uses_a_removed_api_gives_way_to_the_next_clean_task(
+    mini_problems, mini_mapping
+):
+    pool = mbpp_shots(mini_problems)
+    sqrt_world = mini_mapping[mini_mapping["api_id"] == "math.sqrt"].to_dict("records")
+    chosen = [shot["problem_id"] for shot in pool.for_world(sqrt_world)]
+    # task 3 shows math.sqrt in its old form; task 1 is the first spare without it
+    assert chosen == ["MBPP/2", "MBPP/4", "MBPP/1"]
+    join_world = mini_mapping[mini_mapping["api_id"] == "os.path.join"].to_dict("records")
+    assert [s["problem_id"] for s in pool.for_world(join_world)] == ["MBPP/2", "MBPP/3", "MBPP/4"]

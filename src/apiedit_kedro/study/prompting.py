@@ -2,8 +2,12 @@
 
 Formats (the `prompt_format` column of `benchmark`):
 - `humaneval_completion`: the model continues the HumanEval prompt (program = prompt + completion);
-- `mbpp_3shot`: the MBPP paper's 3-shot prompt; `benchmark.prompt` holds the task's own block and the
-  shots are MBPP tasks 2, 3 and 4 from `problems` (program = the generated code).
+- `mbpp_3shot`: the MBPP paper's 3-shot prompt; `benchmark.prompt` holds the task's own block (program =
+  the generated code). The shots are the paper's MBPP tasks 2, 3 and 4 unless one of them uses an
+  API removed in the prompt's world (tasks 2-4 show `set`, `tuple`, `int`, `math.sqrt` and
+  `heapq.nlargest` in their old form): then the next tasks of the few-shot split that use none of the
+  world's APIs take their place, in the order 1, 5, 6, 7, 8, 9, 10. Tasks 5 and 6 use no catalogued
+  API, so every world gets at least two shots; a prompt never shows a removed API.
 Chat cards (`prompt_style: chat`) get the problem in the tokenizer's chat template instead.
 """
 
@@ -14,10 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from apiedit_kedro.apis.mapping import parse_mappings
+from apiedit_kedro.apis.references import QualifiedReference, count_api_references, resolve_references
 from apiedit_kedro.models.prompts import chat_prompt
 from apiedit_kedro.problems.mbpp import few_shot_prompt
 
 MBPP_SHOT_PROBLEM_IDS = ("MBPP/2", "MBPP/3", "MBPP/4")
+# the rest of MBPP's few-shot split (tasks 1-10), in the order they replace a shot
+MBPP_SPARE_SHOT_IDS = ("MBPP/1", "MBPP/5", "MBPP/6", "MBPP/7", "MBPP/8", "MBPP/9", "MBPP/10")
+N_SHOTS = 3
 PROGRAM_FORMATS = {"humaneval_completion": "humaneval", "mbpp_3shot": "mbpp"}
 
 
@@ -28,16 +37,46 @@ class GenerationPrompt:
     problem_prompt: str  # the problem's own prompt (HumanEval programs start with it)
 
 
-def mbpp_shots(problems: pd.DataFrame) -> list[dict[str, Any]]:
-    """The three MBPP shot problems, as `problems` rows."""
-    shots = problems[problems["problem_id"].isin(MBPP_SHOT_PROBLEM_IDS)]
-    if len(shots) != len(MBPP_SHOT_PROBLEM_IDS):
+@dataclass(frozen=True)
+class ShotPool:
+    """The few-shot candidates in preference order, with the API references of their code."""
+
+    shots: tuple[dict[str, Any], ...]
+    references: tuple[tuple[QualifiedReference, ...], ...]
+
+    def for_world(self, world_mappings: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The first `N_SHOTS` candidates that reference no API removed in the world."""
+        mappings = parse_mappings(world_mappings) if world_mappings else []
+        chosen = []
+        for shot, references in zip(self.shots, self.references, strict=True):
+            used = count_api_references(list(references), mappings).old if mappings else {}
+            if not any(used.values()):
+                chosen.append(shot)
+            if len(chosen) == N_SHOTS:
+                break
+        return chosen
+
+
+def mbpp_shots(problems: pd.DataFrame) -> ShotPool:
+    """The MBPP few-shot split as a `ShotPool` (tasks 2, 3, 4 first)."""
+    preference = (*MBPP_SHOT_PROBLEM_IDS, *MBPP_SPARE_SHOT_IDS)
+    shots = problems[problems["problem_id"].isin(preference)]
+    if set(shots["problem_id"]) != set(preference):
         raise ValueError(
-            f"problems lacks the MBPP shot tasks {MBPP_SHOT_PROBLEM_IDS}; re-run the synthesis "
-            "pipeline with the full MBPP file"
+            f"problems lacks MBPP's few-shot tasks {preference}; re-run the synthesis pipeline "
+            "with the full MBPP file"
         )
-    order = {pid: i for i, pid in enumerate(MBPP_SHOT_PROBLEM_IDS)}
-    return sorted(shots.to_dict("records"), key=lambda row: order[row["problem_id"]])
+    order = {pid: i for i, pid in enumerate(preference)}
+    rows = sorted(shots.to_dict("records"), key=lambda row: order[row["problem_id"]])
+    references = tuple(
+        tuple(
+            resolve_references(
+                "\n".join([str(row["reference_solution"]), *[str(t) for t in row["tests"]]])
+            )
+        )
+        for row in rows
+    )
+    return ShotPool(tuple(rows), references)
 
 
 def generation_prompt(

@@ -42,7 +42,12 @@ from apiedit_kedro.models.generation import DecodingParams
 from apiedit_kedro.models.loading import LoadedModel
 from apiedit_kedro.models.prompts import program_from_output, stop_sequences_for
 from apiedit_kedro.study.contracts import GENERATION_KEYS
-from apiedit_kedro.study.prompting import GenerationPrompt, doc_preamble, generation_prompt
+from apiedit_kedro.study.prompting import (
+    GenerationPrompt,
+    ShotPool,
+    doc_preamble,
+    generation_prompt,
+)
 from apiedit_kedro.study.selection import (
     StudyConfigError,
     checkpoints,
@@ -77,7 +82,7 @@ class StudyContext:
     hparams: Mapping[str, Any]
     benchmark: pd.DataFrame
     api_mapping: pd.DataFrame
-    shots: list[dict[str, Any]]
+    shots: ShotPool
     decoding: DecodingParams
     batch_size: int
     max_problems_per_subset: int | None
@@ -119,14 +124,16 @@ def _prompts(
     context: StudyContext, problems: pd.DataFrame, world_api_ids: Sequence[str]
 ) -> list[GenerationPrompt]:
     preamble = ""
+    world = _mapping_rows(context, world_api_ids)
     if context.method == "prepend_doc":
-        preamble = doc_preamble(_mapping_rows(context, world_api_ids))
+        preamble = doc_preamble(world)
+    shots = context.shots.for_world(world)
     return [
         generation_prompt(
             problem,
             prompt_style=context.loaded.card.prompt_style,
             tokenizer=context.loaded.tokenizer,
-            shots=context.shots,
+            shots=shots,
             preamble=preamble,
         )
         for problem in problems.to_dict("records")

@@ -28,6 +28,9 @@ def slice_outputs(raw_slice, api_catalog, synthesis_params):
             "api_catalog": MemoryDataset(api_catalog),
             "params:synthesis": MemoryDataset(synthesis_params),
             "params:synthesis.max_problems_per_source": MemoryDataset(0),
+            "params:synthesis.excluded_mbpp_ids": MemoryDataset(
+                synthesis_params["excluded_mbpp_ids"]
+            ),
             "params:synthesis.study_counts": MemoryDataset(synthesis_params["study_counts"]),
         }
     )
@@ -35,7 +38,7 @@ def slice_outputs(raw_slice, api_catalog, synthesis_params):
         "problems",
         "api_usages",
         "api_candidates",
-        "rewritten_references",
+        "item_candidates",
         "validation_results",
         "benchmark",
         "api_mapping",
@@ -51,61 +54,107 @@ def slice_outputs(raw_slice, api_catalog, synthesis_params):
 def test_benchmark_has_three_disjoint_subsets(slice_outputs):
     benchmark = slice_outputs["benchmark"]
     assert set(benchmark["subset"]) == {"reliability", "generalization", "specificity"}
-    assert benchmark["problem_id"].is_unique
+    assert benchmark["item_id"].is_unique
     assert "MBPP/2" not in set(benchmark["problem_id"])  # few-shot ids are never benchmark items
     edited = benchmark[benchmark["subset"] != "specificity"]
+    specificity = benchmark[benchmark["subset"] == "specificity"]
+    assert not set(edited["problem_id"]) & set(specificity["problem_id"])
     for api_id, group in edited.groupby("api_id"):
         assert (group["subset"] == "reliability").sum() >= 1, api_id
         assert (group["subset"] == "generalization").sum() >= 1, api_id
-    assert benchmark.loc[benchmark["subset"] == "specificity", "api_id"].isna().all()
+        assert group["problem_id"].is_unique, api_id
+    assert specificity["api_id"].isna().all()
     assert (benchmark["timeout_s"] >= 1.0).all() and (benchmark["timeout_s"] <= 60.0).all()
 
 
-def test_references_were_validated_in_both_worlds(slice_outputs):
+def test_a_problem_with_two_apis_gives_an_item_per_api(slice_outputs):
+    edited = slice_outputs["benchmark"].query("subset != 'specificity'")
+    per_problem = edited.groupby("problem_id")["api_id"].nunique()
+    assert (per_problem > 1).any()
+    problem_id = per_problem[per_problem > 1].index[0]
+    items = edited[edited["problem_id"] == problem_id]
+    mappings = slice_outputs["api_mapping"].to_dict("records")
+    for item in items.itertuples(index=False):
+        # the item's own world removes only its API: the others stay in their old form
+        references = find_api_references(item.reference_new, mappings)
+        assert references.old[item.api_id] == 0 and references.new[item.api_id] > 0
+        others = set(items["api_id"]) - {item.api_id}
+        assert all(references.new[other] == 0 for other in others)
+        assert list(item.world_api_ids) == [item.api_id]
+
+
+def test_each_item_was_validated_in_every_world_that_evaluates_it(slice_outputs):
     validation = slice_outputs["validation_results"]
     benchmark = slice_outputs["benchmark"]
-    edited = set(benchmark.loc[benchmark["subset"] != "specificity", "problem_id"])
-    kept = validation[validation["problem_id"].isin(edited)]
-    assert set(kept["check"]) == {"reference_pristine", "new_edited", "old_edited", "new_pristine"}
-    assert kept["ok"].all()
-    old = kept[kept["check"] == "old_edited"]
+    api_mapping = slice_outputs["api_mapping"]
+    order = api_mapping.sort_values("seq_order")["api_id"].tolist()
+    ok = validation[validation["ok"]]
+    instant = set(zip(ok["problem_id"], ok["api_id"], ok["check"], strict=True))
+    sequential = ok[ok["check"] == "new_sequential"].set_index(["problem_id", "step"])
+    edited = benchmark[benchmark["subset"] != "specificity"]
+    for item in edited.itertuples(index=False):
+        for check in ("new_instant", "old_instant", "new_pristine"):
+            assert (item.problem_id, item.api_id, check) in instant, (item.item_id, check)
+        assert list(item.sequential_steps), item.item_id
+        for step, reference in zip(
+            item.sequential_steps, item.sequential_references, strict=True
+        ):
+            assert step > order.index(item.api_id)  # the item's own API is edited by then
+            row = sequential.loc[(item.problem_id, step)]
+            assert row["program"] == reference
+            # the reference rewrites exactly the problem's APIs removed in that world
+            removed = set(order[:step]) & set(item.problem_api_ids)
+            assert set(row["api_id"].split(",")) == removed
+    old = validation[validation["check"] == "old_instant"]
     assert (~old["full_pass"]).all() and (old["error_type"] != "").all()
 
 
-def test_prompts_and_references_use_only_the_new_api(slice_outputs):
+def test_prompts_are_the_original_ones_and_name_no_new_api(slice_outputs):
     benchmark = slice_outputs["benchmark"]
+    problems = slice_outputs["problems"].set_index("problem_id")
     mappings = slice_outputs["api_mapping"].to_dict("records")
-    edited = benchmark[benchmark["subset"] != "specificity"]
-    for row in edited.itertuples(index=False):
-        assert not any(find_api_references(row.reference_new, mappings).old.values()), (
-            row.problem_id
-        )
-        assert find_api_references(row.reference_new, mappings).new[row.api_id] > 0
+    new_names = [m["new_qualname"].split(".")[-1] for m in mappings]
+    for row in benchmark.itertuples(index=False):
+        assert row.prompt == problems.loc[row.problem_id, "prompt"]
+        assert not any(name in row.prompt for name in new_names), row.item_id
+        if row.subset == "specificity":
+            continue
+        references = find_api_references(row.reference_new, mappings)
+        assert references.old[row.api_id] == 0 and references.new[row.api_id] > 0
         if row.source == "humaneval":
             assert row.reference_new.startswith(row.prompt)
-            assert not any(find_api_references(row.prompt, mappings).old.values())
-        else:
-            assert row.prompt.startswith("You are an expert Python programmer")
-    by_id = benchmark.set_index("problem_id")
-    assert "my_re_search(" in by_id.loc["MBPP/16", "reference_new"]
+    by_item = benchmark.set_index("item_id")
+    assert "my_re_search(" in by_item.loc["MBPP/16@re.search", "reference_new"]
 
 
-def test_edit_requests_point_at_the_new_call(slice_outputs):
+def test_every_reliability_item_is_the_source_of_one_edit_request(slice_outputs):
     requests = slice_outputs["edit_requests"]
+    benchmark = slice_outputs["benchmark"]
     mapping = slice_outputs["api_mapping"].set_index("api_id")
-    assert sorted(requests["seq_order"]) == list(range(len(requests)))
+    reliability = benchmark[benchmark["subset"] == "reliability"]
+    assert sorted(requests["source_item_id"]) == sorted(reliability["item_id"])
     assert set(requests["api_id"]) == set(mapping.index)
     for request in requests.itertuples(index=False):
+        assert request.seq_order == mapping.loc[request.api_id, "seq_order"]
         new_name = mapping.loc[request.api_id, "new_qualname"].split(".")[-1]
-        assert request.target_new.startswith(new_name)
+        assert request.target_new.lstrip().startswith(new_name)
+        assert not request.prompt[-1].isspace()
         assert request.prompt.endswith(request.subject) and request.subject.strip()
-        assert list(request.locality_prompts) and list(request.rephrase_prompts)
+        assert new_name not in request.prompt
+        assert list(request.locality_prompts)
+        for rephrase in request.rephrase_prompts:
+            assert new_name not in rephrase
+            assert not request.prompt.endswith(rephrase)  # another context, not a suffix
+    owners = requests.groupby("subject")["api_id"].nunique()
+    assert (owners == 1).all(), owners[owners > 1]
 
 
 def test_report_counts_the_benchmark_and_lists_every_exclusion(slice_outputs):
     report = slice_outputs["synthesis_report"]
     benchmark = slice_outputs["benchmark"]
-    counts = report[(report["record"] == "count") & (report["source"] == "all")]
+    counts = report[
+        (report["record"] == "count") & (report["source"] == "all") & (report["reason"] == "items")
+    ]
     per_subset = dict(zip(counts["subset"], counts["value"], strict=False))
     for subset in ("reliability", "generalization", "specificity"):
         assert per_subset[subset] == (benchmark["subset"] == subset).sum()
@@ -120,25 +169,18 @@ def test_a_broken_catalogue_entry_is_dropped_with_its_reason(slice_outputs, synt
     candidates = slice_outputs["api_candidates"].copy()
     broken = candidates["api_id"] == "re.search"
     candidates.loc[broken, "impl"] = '{"usage": "same"}'
-    rewritten = slice_outputs["rewritten_references"]
+    items = slice_outputs["item_candidates"]
     problems, usages = slice_outputs["problems"], slice_outputs["api_usages"]
-    validation = nodes.validate_in_sandbox(
-        problems, rewritten, usages, candidates, synthesis_params
-    )
+    validation = nodes.validate_in_sandbox(problems, items, usages, candidates, synthesis_params)
     benchmark, api_mapping, report = nodes.assemble_benchmark(
-        problems=problems,
-        rewritten=rewritten,
-        api_usages=usages,
-        validation=validation,
-        api_candidates=candidates,
-        params=synthesis_params,
+        problems, items, validation, candidates, synthesis_params
     )
     assert "re.search" not in set(api_mapping["api_id"])
     assert "re.search" not in set(benchmark["api_id"].dropna())
     dropped = report[(report["record"] == "dropped_api") & (report["api_id"] == "re.search")]
     assert len(dropped) == 1
     failures = report[
-        (report["stage"] == "validation:new_edited") & report["api_id"].str.contains("re.search")
+        (report["stage"] == "validation:new_instant") & (report["api_id"] == "re.search")
     ]
     assert len(failures) >= 2 and failures["reason"].str.startswith("expected to pass").all()
 
@@ -146,12 +188,11 @@ def test_a_broken_catalogue_entry_is_dropped_with_its_reason(slice_outputs, synt
 def test_same_seed_gives_the_same_benchmark_bytes(slice_outputs, synthesis_params):
     def benchmark_bytes(params):
         benchmark, _, _ = nodes.assemble_benchmark(
-            problems=slice_outputs["problems"],
-            rewritten=slice_outputs["rewritten_references"],
-            api_usages=slice_outputs["api_usages"],
-            validation=slice_outputs["validation_results"],
-            api_candidates=slice_outputs["api_candidates"],
-            params=params,
+            slice_outputs["problems"],
+            slice_outputs["item_candidates"],
+            slice_outputs["validation_results"],
+            slice_outputs["api_candidates"],
+            params,
         )
         buffer = io.BytesIO()
         benchmark.to_parquet(buffer)
@@ -162,4 +203,4 @@ def test_same_seed_gives_the_same_benchmark_bytes(slice_outputs, synthesis_param
     assert first_bytes == second_bytes
     pd.testing.assert_frame_equal(first, second)
     reseeded, _ = benchmark_bytes({**synthesis_params, "seed": synthesis_params["seed"] + 1})
-    assert set(reseeded["problem_id"]) == set(first["problem_id"])
+    assert set(reseeded["item_id"]) == set(first["item_id"])
