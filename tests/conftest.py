@@ -75,7 +75,9 @@ def _mbpp_path() -> Path:
 
 @pytest.fixture(scope="session")
 def synthesis_params() -> dict:
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_synthesis.yml").read_text())["synthesis"]
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_synthesis.yml").read_text())[
+        "synthesis"
+    ]
     params["max_problems_per_source"] = 0
     return params
 

@@ -98,7 +98,7 @@ def test_timeouts_follow_the_sandbox_rule():
 def test_settings_name_a_missing_or_bad_parameter(synthesis_params):
     SynthesisSettings.from_params(synthesis_params)
     missing = {k: v for k, v in synthesis_params.items() if k != "min_items_per_api"}
-    with pytest.raises(SynthesisSettingsError, match="synthesis.min_items_per_api is missing"):
+    with pytest.raises(SynthesisSettingsError, match=r"synthesis\.min_items_per_api is missing"):
         SynthesisSettings.from_params(missing)
     with pytest.raises(SynthesisSettingsError, match="reliability_fraction"):
         SynthesisSettings.from_params({**synthesis_params, "reliability_fraction": 1.0})

@@ -53,7 +53,12 @@ def report_row(record: str, stage: str, reason: str, **keys: Any) -> dict:
 def exclusion_rows(stage: str, exclusions: Iterable[Exclusion]) -> list[dict]:
     return [
         report_row(
-            "dropped_pair", stage, e.reason, problem_id=e.problem_id, source=e.source, api_id=e.api_id
+            "dropped_pair",
+            stage,
+            e.reason,
+            problem_id=e.problem_id,
+            source=e.source,
+            api_id=e.api_id,
         )
         for e in exclusions
     ]

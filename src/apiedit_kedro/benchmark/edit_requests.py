@@ -145,7 +145,8 @@ def build_edit_requests(
             (item.item_id, item.problem_id, item.subset, *context)
         )
     reliability = {
-        api_id: [c for c in entries if c[2] == "reliability"] for api_id, entries in contexts.items()
+        api_id: [c for c in entries if c[2] == "reliability"]
+        for api_id, entries in contexts.items()
     }
     subjects = choose_subjects(
         {api_id: [c[3] for c in entries] for api_id, entries in reliability.items()}
@@ -156,11 +157,15 @@ def build_edit_requests(
         for index, (source_item, problem_id, _, prompt, target) in enumerate(entries):
             subject = subjects[(api_id, index)]
             if subject is None:
-                skipped.append((source_item, "no subject distinguishes its context from another API's"))
+                skipped.append(
+                    (source_item, "no subject distinguishes its context from another API's")
+                )
                 continue
             rng = np.random.default_rng([seed, *source_item.encode()])
             others = [c for c in contexts[api_id] if c[0] != source_item and new_name not in c[3]]
-            rephrase = [others[i] for i in sorted(rng.permutation(len(others))[:n_rephrase_prompts])]
+            rephrase = [
+                others[i] for i in sorted(rng.permutation(len(others))[:n_rephrase_prompts])
+            ]
             n_locality = min(n_locality_prompts, len(specificity))
             picks = sorted(rng.choice(len(specificity), size=n_locality, replace=False).tolist())
             rows.append(

@@ -125,7 +125,10 @@ def plan_items(
     test_apis = in_tests.apply(sorted).to_dict()
     rows, excluded = [], []
     for problem in pool.itertuples(index=False):
-        apis, tests = solution_apis.get(problem.problem_id, []), test_apis.get(problem.problem_id, [])
+        apis, tests = (
+            solution_apis.get(problem.problem_id, []),
+            test_apis.get(problem.problem_id, []),
+        )
         for api_id in apis:
             reason, reference = None, None
             if api_id in tests:
@@ -154,4 +157,3 @@ def plan_items(
                 }
             )
     return pd.DataFrame(rows, columns=ITEM_COLUMNS), excluded
-

@@ -57,14 +57,21 @@ def summarise(
             subset=family,
         )
     per_api = edited.groupby("api_id").size()
-    for stat, value in (("min", per_api.min()), ("median", per_api.median()), ("max", per_api.max())):
+    for stat, value in (
+        ("min", per_api.min()),
+        ("median", per_api.median()),
+        ("max", per_api.max()),
+    ):
         count(f"items per API ({stat})", round(float(value)))
     count("validated APIs", len(api_mapping))
     count("validated APIs that change the usage", api_mapping["changes_usage"].sum())
     if "apis" in study_counts:
         rows.append(
             report_row(
-                "study_count", "study", "APIs (arXiv 2511.03182 v1)", value=int(study_counts["apis"])
+                "study_count",
+                "study",
+                "APIs (arXiv 2511.03182 v1)",
+                value=int(study_counts["apis"]),
             )
         )
     for api in api_mapping.itertuples(index=False):
@@ -77,8 +84,6 @@ def summarise(
                 value=int(api.n_reliability + api.n_generalization),
             )
         )
-    report = pd.concat(
-        [pd.DataFrame(rows, columns=REPORT_COLUMNS), exclusions], ignore_index=True
-    )
+    report = pd.concat([pd.DataFrame(rows, columns=REPORT_COLUMNS), exclusions], ignore_index=True)
     report["value"] = report["value"].astype(int)
     return report.astype({c: str for c in REPORT_COLUMNS if c != "value"})

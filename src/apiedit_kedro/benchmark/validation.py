@@ -151,7 +151,12 @@ def validate_instant(
             ("new_pristine", item.reference_new, [], False),
         ):
             batch.add(
-                problem, api_id=item.api_id, check=check, code=code, world=in_world, expect_pass=expect
+                problem,
+                api_id=item.api_id,
+                check=check,
+                code=code,
+                world=in_world,
+                expect_pass=expect,
             )
         if isinstance(item.renamed_only, str) and item.renamed_only:
             batch.add(
@@ -208,7 +213,9 @@ def validate_sequential(
             removed = sorted(problem_apis & set(order[:step]))
             reason = None
             if test_apis & set(order[:step]):
-                reason = f"its tests use {sorted(test_apis & set(order[:step]))}, removed by step {step}"
+                reason = (
+                    f"its tests use {sorted(test_apis & set(order[:step]))}, removed by step {step}"
+                )
             else:
                 try:
                     program = program_for_world(problem, [mappings[a] for a in removed])
@@ -240,6 +247,8 @@ def validate_sequential(
             step=len(order),
         )
     logger.info(
-        "validation stage 2: %d sandbox runs over %d checkpoint worlds", len(batch.requests), len(steps)
+        "validation stage 2: %d sandbox runs over %d checkpoint worlds",
+        len(batch.requests),
+        len(steps),
     )
     return batch.execute(), excluded

@@ -56,7 +56,9 @@ def rephrase_accuracy(
     targets = [target] * len(prompts) if isinstance(target, str) else list(target)
     if len(targets) != len(prompts):
         raise ValueError(f"{len(prompts)} rephrase prompts but {len(targets)} targets")
-    scores = [rewrite_accuracy(model, tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)]
+    scores = [
+        rewrite_accuracy(model, tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)
+    ]
     return sum(scores) / len(prompts)
 
 

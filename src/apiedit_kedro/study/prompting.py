@@ -19,7 +19,11 @@ from typing import Any
 import pandas as pd
 
 from apiedit_kedro.apis.mapping import parse_mappings
-from apiedit_kedro.apis.references import QualifiedReference, count_api_references, resolve_references
+from apiedit_kedro.apis.references import (
+    QualifiedReference,
+    count_api_references,
+    resolve_references,
+)
 from apiedit_kedro.models.prompts import chat_prompt
 from apiedit_kedro.problems.mbpp import few_shot_prompt
 

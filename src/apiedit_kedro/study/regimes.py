@@ -224,7 +224,9 @@ def _edit_api(context: StudyContext, requests: Sequence[Mapping[str, Any]]):
     Metrics are read after the API's last edit, so each request is scored on the edited model.
     """
     model, tokenizer = context.loaded.model, context.loaded.tokenizer
-    locality = [[str(p) for p in _as_texts(request.get("locality_prompts"))] for request in requests]
+    locality = [
+        [str(p) for p in _as_texts(request.get("locality_prompts"))] for request in requests
+    ]
     before = [next_token_predictions(model, tokenizer, prompts) for prompts in locality]
     mode = "sequential" if REGISTRY[context.method].per_request else "batch"
     result = apply_edits(

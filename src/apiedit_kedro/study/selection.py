@@ -83,9 +83,7 @@ def problems_for_api(
     return pd.concat(rows, ignore_index=True)
 
 
-def edited_item_ids(
-    benchmark: pd.DataFrame, api_id: str, max_per_subset: int | None
-) -> set[str]:
+def edited_item_ids(benchmark: pd.DataFrame, api_id: str, max_per_subset: int | None) -> set[str]:
     """The reliability items of the API that a run evaluates: their requests are what it edits."""
     chosen = problems_for_api(benchmark, api_id, max_per_subset)
     return set(chosen.loc[chosen["subset"] == "reliability", "item_id"])

@@ -96,9 +96,7 @@ def test_each_item_was_validated_in_every_world_that_evaluates_it(slice_outputs)
         for check in ("new_instant", "old_instant", "new_pristine"):
             assert (item.problem_id, item.api_id, check) in instant, (item.item_id, check)
         assert list(item.sequential_steps), item.item_id
-        for step, reference in zip(
-            item.sequential_steps, item.sequential_references, strict=True
-        ):
+        for step, reference in zip(item.sequential_steps, item.sequential_references, strict=True):
             assert step > order.index(item.api_id)  # the item's own API is edited by then
             row = sequential.loc[(item.problem_id, step)]
             assert row["program"] == reference

@@ -35,6 +35,7 @@ from apiedit_kedro.problems import PROBLEM_COLUMNS, humaneval_problems, mbpp_pro
 
 logger = logging.getLogger(__name__)
 
+
 # --------------------------------------------------------------------------- catalogue, problems
 def build_api_candidates(api_catalog: dict) -> pd.DataFrame:
     """Validate the hand-edited catalogue into `api_mapping` records (one per catalogued API)."""
