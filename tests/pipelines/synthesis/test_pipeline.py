@@ -6,16 +6,10 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_helpers import KeptDataset
 
 from apiedit_kedro.apis.references import find_api_references
 from apiedit_kedro.pipelines.synthesis import create_pipeline, nodes
-
-
-class _KeptDataset(MemoryDataset):
-    """Keeps intermediate results after the runner releases them, so tests can inspect them."""
-
-    def _release(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def slice_outputs(raw_slice, api_catalog, synthesis_params):
         "synthesis_report",
     )
     for name in names:
-        catalog[name] = _KeptDataset(copy_mode="assign")
+        catalog[name] = KeptDataset(copy_mode="assign")
     SequentialRunner().run(create_pipeline(), catalog)
     return {name: catalog[name].load() for name in names}
 
