@@ -213,3 +213,63 @@ def test_restore_is_exact_between_instant_edits(tiny_params, mini_requests):
         assert weight_checksum(loaded.model) != before
         result.restore(loaded.model)
         assert weight_checksum(loaded.model) == before
+
+
+@pytest.mark.parametrize("method", ["rome", "ft"])
+def test_an_instant_edit_applies_every_request_of_its_api(
+    tmp_path, method, mini_benchmark, mini_problems, mini_requests, mini_mapping, tiny_params
+):
+    """ROME edits an API's requests one after another, FT as one batch; each gets a log row."""
+    second = {
+        **mini_benchmark.iloc[0].to_dict(),
+        "item_id": "T/5@math.sqrt",
+        "problem_id": "T/5",
+        "prompt": mini_benchmark.iloc[0]["prompt"].replace("root", "sqroot"),
+        "entry_point": "sqroot",
+    }
+    benchmark = pd.concat([mini_benchmark, pd.DataFrame([second])], ignore_index=True)
+    extra = {
+        **mini_requests.iloc[0].to_dict(),
+        "edit_id": "edit:T/5@math.sqrt",
+        "source_item_id": "T/5@math.sqrt",
+        "prompt": "import math\n\ndef sqroot(x):\n    return",
+    }
+    requests = pd.concat([mini_requests, pd.DataFrame([extra])], ignore_index=True)
+    generation = {**tiny_params["generation"], "n_samples": 1, "max_new_tokens": 4}
+
+    def run_at(scale):
+        return run_regime(
+            "instant",
+            method,
+            benchmark,
+            mini_problems,
+            requests,
+            mini_mapping,
+            tiny_params["model"],
+            generation,
+            tiny_params[method]["hparams"],
+            {**STUDY, "max_problems_per_subset": scale},
+            tiny_params["covariance"],
+            "1/1",
+            GenerationCache(tmp_path / f"generations-{scale}.sqlite"),
+            JsonStore(tmp_path / f"state-{scale}.sqlite"),
+            tmp_path / "covariance",
+        )
+
+    generations, log = run_at(None)
+    sqrt_rows = log[log["api_id"] == "math.sqrt"]
+    assert sorted(sqrt_rows["edit_id"]) == ["edit:T/1@math.sqrt", "edit:T/5@math.sqrt"]
+    assert (sqrt_rows["edit_step"] == 1).all() and sqrt_rows["restored_exact"].all()
+    # both requests shaped the one weight state the API's items were generated under
+    sqrt_states = set(generations.loc[generations["api_id"] == "math.sqrt", "weight_state"])
+    assert len(sqrt_states) == 1
+    assert set(generations.loc[generations["subset"] == "reliability", "problem_id"]) == {
+        "T/1",
+        "T/3",
+        "T/5",
+    }
+    # a capped run evaluates one reliability item per API and edits only that item's request
+    _, capped_log = run_at(1)
+    assert list(capped_log.loc[capped_log["api_id"] == "math.sqrt", "edit_id"]) == [
+        "edit:T/1@math.sqrt"
+    ]
