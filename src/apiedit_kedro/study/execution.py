@@ -6,7 +6,9 @@ sequential one); the pristine world is the untouched standard library. Every fin
 stored under a hash of its request, so a re-run executes only what is missing; a `sandbox_error`
 (the sandbox lost the sample, not the program's fault) is not final and is retried by a re-run.
 API references are scored on the model's part of the program only: the HumanEval prompt prefix
-is passed as `prompt_chars`.
+is passed as `prompt_chars`. A generation is executed only in a world its item was validated in
+(its instant world, or a sequential checkpoint world the benchmark lists for it); anything else
+means the generations and the benchmark disagree, and is an error.
 """
 
 import hashlib
@@ -45,6 +47,46 @@ def _mapping_records(api_mapping: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return records
 
 
+class WorldMismatchError(ValueError):
+    """A generation was made in a world its benchmark item was never validated in."""
+
+
+def _validated_worlds(benchmark: pd.DataFrame, api_mapping: pd.DataFrame):
+    """A checker: raises WorldMismatchError unless a generation row's world was validated."""
+    missing = {"item_id", "world_api_ids", "sequential_steps"} - set(benchmark.columns)
+    if missing or "seq_order" not in api_mapping.columns:
+        raise ValueError(
+            f"the benchmark lacks {sorted(missing) or ['api_mapping.seq_order']}: it predates "
+            "item-level worlds; re-run `kedro run --pipeline=synthesis`"
+        )
+    order = api_mapping.sort_values("seq_order")["api_id"].tolist()
+    edited = benchmark[benchmark["api_id"].notna()]
+    items = {(row.problem_id, row.api_id): row for row in edited.itertuples(index=False)}
+
+    def check(row: Any, world: list[str]) -> None:
+        if row.subset == "specificity" or not row.api_id:
+            return  # validated with every API removed, so any world of edited APIs holds
+        item = items.get((row.problem_id, row.api_id))
+        if item is None:
+            raise WorldMismatchError(
+                f"generation for {row.problem_id} under {row.api_id} has no benchmark item; the "
+                "generations and the benchmark come from different synthesis runs"
+            )
+        if row.regime == "sequential":
+            steps = [int(step) for step in item.sequential_steps]
+            expected = order[: int(row.edit_step)] if int(row.edit_step) in steps else None
+        else:
+            expected = [str(api_id) for api_id in item.world_api_ids]
+        if world != expected:
+            raise WorldMismatchError(
+                f"{item.item_id}: generated in world {world} at {row.regime} step {row.edit_step}, "
+                f"but validated only in {list(item.world_api_ids)} and at sequential steps "
+                f"{list(item.sequential_steps)}; regenerate with the current benchmark"
+            )
+
+    return check
+
+
 def build_requests(
     generations: pd.DataFrame,
     benchmark: pd.DataFrame,
@@ -55,6 +97,7 @@ def build_requests(
     """Two sandbox requests per generation row (edited world first, then pristine)."""
     problems = benchmark.drop_duplicates("problem_id").set_index("problem_id")
     mappings = _mapping_records(api_mapping)
+    check_world = _validated_worlds(benchmark, api_mapping)
     requests = []
     for row in generations.itertuples(index=False):
         if row.problem_id not in problems.index:
@@ -67,6 +110,7 @@ def build_requests(
         unknown = [api_id for api_id in world_ids if api_id not in mappings]
         if unknown:
             raise ValueError(f"generation rows name APIs missing from api_mapping: {unknown}")
+        check_world(row, world_ids)
         timeout = problem.get("timeout_s")
         prompt = str(problem.get("prompt") or "")
         prompt_chars = len(prompt) if prompt and row.program.startswith(prompt) else 0
