@@ -64,5 +64,5 @@ def test_a_generation_runs_only_in_a_world_its_item_was_validated_in(
     if valid:
         assert [r["world"] for r in build()] == ["edited", "pristine"]
     else:
-        with pytest.raises(WorldMismatchError, match="T/1@math.sqrt"):
+        with pytest.raises(WorldMismatchError, match=r"T/1@math\.sqrt"):
             build()
