@@ -12,7 +12,7 @@ import keyword
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from apiedit_kedro.apis.mapping import RECORD_FIELDS, ApiMapping, MappingError
+from apiedit_kedro.apis.mapping import CONSTANT_TYPES, RECORD_FIELDS, ApiMapping, MappingError
 
 KINDS = ("rename", "relocate")
 USAGE_FIELDS = {
@@ -72,8 +72,12 @@ def _check_old_api(entry: _Entry, old: str) -> tuple[str, str]:
             f"module `{module_name}` has no attribute `{attribute}`",
             f"check the spelling against dir({module_name})",
         )
-    if not callable(getattr(module, attribute)):
-        raise entry.fail(f"`{old}` is not callable", "choose a function or class")
+    target = getattr(module, attribute)
+    if not callable(target) and not isinstance(target, CONSTANT_TYPES):
+        raise entry.fail(
+            f"`{old}` is neither callable nor an int/float/str constant",
+            "choose a function, a class or a constant",
+        )
     return module_name, attribute
 
 

@@ -61,6 +61,19 @@ _RESERVED_CLOSURE_NAMES = (
 _MISSING = object()
 # Marks every new API object with the api_id it implements.
 API_ID_ATTRIBUTE = "__apiedit_api_id__"
+# Constants that can be edit targets (`math.pi`, `sys.maxsize`): immutable, so an alias is safe.
+CONSTANT_TYPES = (int, float, complex, str, bytes)
+
+
+def is_alias_target(obj: Any) -> bool:
+    """A constant, or a class that cannot be subclassed (`bool`, `range`, `operator.itemgetter`).
+
+    Its new name binds the very same object: nothing can wrap it, so its uses cannot be counted
+    at run time (`new_api_calls` stays 0; static references still count them).
+    """
+    if isinstance(obj, type):
+        return not obj.__flags__ & _BASETYPE_FLAG
+    return isinstance(obj, CONSTANT_TYPES)
 
 
 class MappingError(ValueError):
@@ -170,10 +183,13 @@ def build_new_callable(
     subclass named after the new API whose `isinstance`/`issubclass` answer as the old class
     would (also for values created the old way); its instantiations count. `type(v) is New` stays
     False for such values: only binding the old class itself would change that, and then its
-    instantiations could not be counted.
+    instantiations could not be counted. A constant or a class that cannot be subclassed is
+    returned as it is (see `is_alias_target`).
     """
     if call_counts is not None:
         call_counts.setdefault(mapping.api_id, 0)
+    if is_alias_target(old_obj):
+        return old_obj
     if isinstance(old_obj, type):
         return _build_new_class(mapping, old_obj, call_counts)
     new_signature, plan = _plan_adapter(mapping, _signature_or_none(old_obj))
@@ -412,14 +428,26 @@ def _check_target(mapping: ApiMapping) -> None:
         raise MappingError(
             f"{label}: {mapping.old_qualname!r} is a module; name a function or class in it"
         )
-    if not callable(old_obj):
+    if not callable(old_obj) and not isinstance(old_obj, CONSTANT_TYPES):
         raise MappingError(
-            f"{label}: {mapping.old_qualname!r} is not callable ({type(old_obj).__name__}); "
-            "only functions and classes are edit targets"
+            f"{label}: {mapping.old_qualname!r} is neither callable nor a constant "
+            f"({type(old_obj).__name__}); only functions, classes and int/float/str constants "
+            "are edit targets"
+        )
+    if is_alias_target(old_obj) and mapping.usage["usage"] != "same":
+        raise MappingError(
+            f"{label}: {mapping.old_qualname!r} is a constant or a class that cannot be "
+            f"subclassed, so its new name can only alias it; use usage 'same', got "
+            f"{mapping.usage['usage']!r}"
         )
     existing = getattr(importlib.import_module(mapping.new_module), mapping.new_name, _MISSING)
     # In an edited world the new name exists already: as this very mapping's new API.
-    if existing is not _MISSING and getattr(existing, API_ID_ATTRIBUTE, None) != mapping.api_id:
+    ours = (
+        existing is old_obj
+        if is_alias_target(old_obj)
+        else (getattr(existing, API_ID_ATTRIBUTE, None) == mapping.api_id)
+    )
+    if existing is not _MISSING and not ours:
         where = "builtins" if mapping.new_module == "builtins" else f"module {mapping.new_module!r}"
         raise MappingError(
             f"{label}: new name {mapping.new_name!r} already exists in {where}; pick a name "
@@ -430,11 +458,6 @@ def _check_target(mapping: ApiMapping) -> None:
             raise MappingError(
                 f"{label}: class target {mapping.old_qualname!r} only supports usage 'same', "
                 f"got {mapping.usage['usage']!r}"
-            )
-        if not old_obj.__flags__ & _BASETYPE_FLAG:
-            raise MappingError(
-                f"{label}: class {mapping.old_qualname!r} cannot be subclassed, so its uses "
-                "cannot be counted under a new name; pick another target"
             )
 
 
