@@ -453,12 +453,11 @@ def _check_target(mapping: ApiMapping) -> None:
             f"{label}: new name {mapping.new_name!r} already exists in {where}; pick a name "
             "that does not clash"
         )
-    if isinstance(old_obj, type):
-        if mapping.usage["usage"] != "same":
-            raise MappingError(
-                f"{label}: class target {mapping.old_qualname!r} only supports usage 'same', "
-                f"got {mapping.usage['usage']!r}"
-            )
+    if isinstance(old_obj, type) and mapping.usage["usage"] != "same":
+        raise MappingError(
+            f"{label}: class target {mapping.old_qualname!r} only supports usage 'same', "
+            f"got {mapping.usage['usage']!r}"
+        )
 
 
 # ------------------------------------------------------------------------------ adapters
