@@ -268,8 +268,14 @@ def test_builtin_class_targets_keep_their_call_forms():
             record("x16", "collections.Counter", "Tally16", "relocate", {"usage": "pack_varargs"}),
             "only supports usage 'same'",
         ),
-        (record("x17", "bool", "truth", "relocate", {"usage": "same"}), "cannot be subclassed"),
-        (record("x18", "math.pi", "my_pi", "relocate", {"usage": "same"}), "not callable"),
+        (
+            record("x17", "bool", "truth", "relocate", {"usage": "pack_varargs"}),
+            "cannot be subclassed, so its new name can only alias it",
+        ),
+        (
+            record("x18", "sys.path", "my_path", "relocate", {"usage": "same"}),
+            "neither callable nor a constant",
+        ),
         (record("x19", "math.sqrt", "r19", "move", {"usage": "same"}), "kind 'move' is unknown"),
         (
             record("x20", "math.sqrt", "r20", "relocate", {"usage": "same", "order": [1]}),

@@ -169,3 +169,30 @@ def test_values_made_the_old_way_are_instances_of_the_relocated_class(api_catalo
     [result] = execute([request], workers=1, progress=False)
     assert result["full_pass"], result["error_message"]
     assert result["asserts_passed"] == 4
+
+
+def test_constants_and_unsubclassable_classes_live_on_under_their_new_names(api_catalog):
+    records = {r["api_id"]: r for r in catalog_to_records(api_catalog)}
+    world = [records[a] for a in ("math.pi", "sys.maxsize", "builtins.bool", "operator.itemgetter")]
+    programs = {
+        "new": "import sys\n\ndef f():\n    return (round(my_math_pi, 2), sys.largest_index_v2 > 0,"
+        " isinstance(True, my_builtin_bool), my_operator_itemgetter(1)((5, 6)))\n",
+        "old_constant": "import math\n\ndef f():\n    return math.pi\n",
+        "old_from_import": "from math import pi\n\ndef f():\n    return pi\n",
+        "old_class": "def f():\n    return bool(1)\n",
+    }
+    requests = [
+        {
+            "code": code,
+            "tests": ["assert f() == (3.14, True, True, 6)"] if name == "new" else ["assert f()"],
+            "setup": "",
+            "world": "edited",
+            "mappings": world,
+            "timeout_s": 10.0,
+        }
+        for name, code in programs.items()
+    ]
+    results = dict(zip(programs, execute(requests, workers=1, progress=False), strict=True))
+    assert results["new"]["full_pass"], results["new"]["error_message"]
+    for name in ("old_constant", "old_from_import", "old_class"):
+        assert not results[name]["full_pass"] and results[name]["old_api_refs"] >= 1, name
