@@ -60,7 +60,7 @@ def _load_study_inputs(env: str, runtime_params: dict):
 def _problems_per_api(edit_requests, benchmark, max_per_subset: int | None) -> list[int]:
     ordered = edit_requests.sort_values("seq_order", kind="stable")
     counts = []
-    for api_id in ordered["api_id"]:
+    for api_id in dict.fromkeys(ordered["api_id"]):  # an API has one request per reliability item
         rows = benchmark[benchmark["api_id"] == api_id]
         per_subset = rows.groupby("subset").size()
         counts.append(
@@ -168,7 +168,7 @@ def fanout(
         study_params, edit_requests, benchmark = _load_study_inputs(env, runtime_params)
     study = study_params["study"]
     try:
-        validate_grid(grid, envs=_model_envs(), n_apis=len(edit_requests))
+        validate_grid(grid, envs=_model_envs(), n_apis=edit_requests["api_id"].nunique())
     except FanoutError as error:
         raise click.BadParameter(str(error)) from error
     jobs = plan_jobs(
