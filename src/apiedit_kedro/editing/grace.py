@@ -9,17 +9,18 @@ or not), and teacher-forced scoring and padded batches see the same edits.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from apiedit_kedro.editing.architecture import ModelAnatomy
-from apiedit_kedro.editing.ft import target_nll
 from apiedit_kedro.editing.hparams import GraceHparams
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
+from apiedit_kedro.editing.target import target_nll
 
-__all__ = ["GraceAdapter", "attach_codebook", "firing_counts", "grace_edit", "restore_codebook"]
+__all__ = ["CodebookSnapshot", "GraceAdapter", "firing_counts", "grace_edit"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,70 +91,46 @@ def _adapter_at(model, anatomy: ModelAnatomy, layer: int) -> GraceAdapter:
     return mlp.down_proj
 
 
-def _snapshot(model, anatomy: ModelAnatomy, layer: int) -> dict:
-    mlp = anatomy.mlp(layer)
-    if not isinstance(mlp.down_proj, GraceAdapter):
-        return {"layer": layer, "anatomy": anatomy, "attached": False}
-    adapter = mlp.down_proj
-    return {
-        "layer": layer,
-        "anatomy": anatomy,
-        "attached": True,
-        "keys": adapter.keys.clone(),
-        "values": adapter.values.clone(),
-        "radii": adapter.radii.clone(),
-        "labels": list(adapter.labels),
-        "edit_ids": list(adapter.edit_ids),
-    }
+@dataclass
+class CodebookSnapshot:
+    """The adaptor state at one layer before an ``apply_edits`` call (an ``Adaptor``)."""
 
+    anatomy: ModelAnatomy
+    layer: int
+    attached: bool
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    radii: torch.Tensor | None = None
+    labels: list[tuple[int, ...]] = field(default_factory=list)
+    edit_ids: list[str] = field(default_factory=list)
 
-def restore_codebook(model, snapshot: dict) -> None:
-    """Detach the adaptor (if this result attached it) or put its codebook back as it was."""
-    mlp = snapshot["anatomy"].mlp(snapshot["layer"])
-    if not isinstance(mlp.down_proj, GraceAdapter):
-        return
-    if not snapshot["attached"]:
-        mlp.down_proj = mlp.down_proj.inner
-        return
-    adapter = mlp.down_proj
-    adapter.keys, adapter.values, adapter.radii = (
-        snapshot["keys"],
-        snapshot["values"],
-        snapshot["radii"],
-    )
-    adapter.labels, adapter.edit_ids = list(snapshot["labels"]), list(snapshot["edit_ids"])
+    @classmethod
+    def take(cls, anatomy: ModelAnatomy, layer: int) -> CodebookSnapshot:
+        adapter = anatomy.mlp(layer).down_proj
+        if not isinstance(adapter, GraceAdapter):
+            return cls(anatomy, layer, attached=False)
+        return cls(
+            anatomy,
+            layer,
+            attached=True,
+            keys=adapter.keys.clone(),
+            values=adapter.values.clone(),
+            radii=adapter.radii.clone(),
+            labels=list(adapter.labels),
+            edit_ids=list(adapter.edit_ids),
+        )
 
-
-def export_codebook(adapter: GraceAdapter) -> tuple[dict[str, torch.Tensor], dict]:
-    width = max((len(label) for label in adapter.labels), default=0)
-    labels = torch.full((len(adapter.labels), width), -1, dtype=torch.long)
-    for i, label in enumerate(adapter.labels):
-        labels[i, : len(label)] = torch.tensor(label, dtype=torch.long)
-    tensors = {
-        "keys": adapter.keys,
-        "values": adapter.values,
-        "radii": adapter.radii,
-        "labels": labels,
-    }
-    return tensors, {"edit_ids": adapter.edit_ids}
-
-
-def attach_codebook(model, codebook: dict[str, torch.Tensor], meta: dict) -> dict:
-    """Install a saved codebook on an unedited model; returns the restore snapshot."""
-    from apiedit_kedro.editing.architecture import anatomy_of
-
-    anatomy = anatomy_of(model)
-    layer = int(meta["layer"])
-    snapshot = _snapshot(model, anatomy, layer)
-    adapter = _adapter_at(model, anatomy, layer)
-    adapter.keys, adapter.values, adapter.radii = (
-        codebook["keys"],
-        codebook["values"],
-        codebook["radii"],
-    )
-    adapter.labels = [tuple(int(t) for t in row if t >= 0) for row in codebook["labels"]]
-    adapter.edit_ids = list(meta.get("edit_ids", []))
-    return snapshot
+    def restore(self, model: nn.Module) -> None:
+        """Detach the adaptor (if the call attached it) or put its codebook back as it was."""
+        mlp = self.anatomy.mlp(self.layer)
+        if not isinstance(mlp.down_proj, GraceAdapter):
+            return
+        if not self.attached:
+            mlp.down_proj = mlp.down_proj.inner
+            return
+        adapter = mlp.down_proj
+        adapter.keys, adapter.values, adapter.radii = self.keys, self.values, self.radii
+        adapter.labels, adapter.edit_ids = list(self.labels), list(self.edit_ids)
 
 
 def _query(model, adapter: GraceAdapter, enc: EncodedRequest) -> torch.Tensor:
@@ -197,8 +174,9 @@ def _place(
 def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     model, anatomy, hparams, result = ctx.model, ctx.anatomy, ctx.hparams, ctx.result
     (layer,) = hparams.layers
-    if result.grace_snapshot is None:
-        result.grace_snapshot = _snapshot(model, anatomy, layer)
+    site = f"grace.{layer}"
+    if site not in result.adaptors:
+        result.adaptors[site] = CodebookSnapshot.take(anatomy, layer)
     adapter = _adapter_at(model, anatomy, layer)
     generator = torch.Generator().manual_seed(hparams.seed + len(adapter.keys))
     query = _query(model, adapter, enc)
@@ -223,12 +201,14 @@ def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     if not torch.isfinite(value).all():
         raise FloatingPointError("GRACE value became NaN/Inf")
     adapter.values[slot] = value.detach()
-    result.codebook, meta = export_codebook(adapter)
-    result.codebook_meta = {**meta, "layer": layer, "replacement": hparams.replacement}
+    # what the layer emits is the stored value cast to the activation dtype
+    emitted = adapter.values[slot].to(adapter.inner.weight.dtype).double()
+    survival = float(torch.nn.functional.cosine_similarity(emitted, value.detach().double(), dim=0))
     return {
         "final_loss": loss_value,
         "steps": hparams.n_iter,
         "delta_norm": {"codebook_values": float(adapter.values.norm())},
         "grace_action": action,
         "codebook_size": len(adapter.keys),
+        "delta_survival": survival,
     }

@@ -237,6 +237,7 @@ def _edit_stats(result, metrics: Mapping[str, float], seconds: float) -> dict[st
         "edit_seconds": seconds,
         "final_loss": float(stats.get("final_loss", float("nan"))),
         "delta_norm": float(stats.get("delta_norm", float("nan"))),
+        "delta_survival": float(stats.get("delta_survival", float("nan"))),
         "rewrite_acc": metrics["rewrite_acc"],
         "rephrase_acc": metrics["rephrase_acc"],
         "locality": metrics["locality"],
