@@ -14,6 +14,7 @@ import torch
 from editing_helpers import PROMPT, TARGET, tiny_covariance
 
 from apiedit_kedro.editing import apply_edits, weight_checksum
+from apiedit_kedro.editing.grace import query_at
 from apiedit_kedro.editing.requests import target_ids_after
 from apiedit_kedro.metrics.edit_metrics import locality, next_token_predictions, rewrite_accuracy
 from apiedit_kedro.models.tiny import build_tiny_model
@@ -56,7 +57,10 @@ def test_edit_reaches_target_and_restores_exactly(family, method, tiny_params, c
     prompt_ids = tokenizer(PROMPT)["input_ids"]
     target_ids = target_ids_after(tokenizer, PROMPT, prompt_ids, TARGET)
     generated = _greedy(model, tokenizer, PROMPT, len(target_ids))
-    accuracy = rewrite_accuracy(model, tokenizer, PROMPT, TARGET)
+    # GRACE's replace_last queries a forward's last position: teacher forcing names the last
+    # prompt token, the position generation queries at prefill
+    with query_at(model, len(prompt_ids) - 1):
+        accuracy = rewrite_accuracy(model, tokenizer, PROMPT, TARGET)
     if method == "ft":
         assert tokenizer.decode(generated).startswith(TARGET)
     else:

@@ -271,3 +271,35 @@ def test_ft_skips_steps_whose_loss_is_below_the_threshold(monkeypatch, tiny_para
     few = parse_hparams("ft", {**tiny_params["ft"]["hparams"], "num_steps": 3})
     apply_edits(model, tokenizer, [REQUEST], method="ft", hparams=few)
     assert len(steps) == 3
+
+
+@pytest.mark.parametrize("replacement", ["replace_last", "replace_all"])
+def test_grace_fires_inside_a_longer_prompt_only_under_replace_all(replacement, tiny_params):
+    # replace_last: the query is the forward's last position, so an edit context followed by
+    # more tokens leaves every output unchanged; replace_all replaces at the edit context's end.
+    from apiedit_kedro.editing.grace import firing_counts, query_at
+
+    model, tokenizer = build_tiny_model("llama", seed=0)
+    (enc,) = parse_requests([REQUEST], tokenizer, 4096)
+    extended = torch.tensor([enc.prompt_ids + tokenizer(" x = 1\n")["input_ids"][-4:]])
+    with torch.no_grad():
+        unedited = model(input_ids=extended).logits
+    hparams = {**tiny_params["grace"]["hparams"], "replacement": replacement}
+    apply_edits(model, tokenizer, [REQUEST], method="grace", hparams=hparams)
+    with torch.no_grad():
+        queried, fired = firing_counts(model)
+        logits = model(input_ids=extended).logits
+        queried_after, fired_after = firing_counts(model)
+        if replacement == "replace_last":
+            assert (queried_after - queried, fired_after - fired) == (1, 0)
+            assert torch.equal(logits, unedited)
+        else:
+            assert (queried_after - queried, fired_after - fired) == (extended.shape[1], 1)
+            assert not torch.equal(logits, unedited)
+        # the bare edit prompt fires at its last position at prefill, and teacher forcing
+        # reaches the same position through query_at
+        model(input_ids=torch.tensor([enc.prompt_ids]))
+        assert firing_counts(model)[1] - fired_after == 1
+        with query_at(model, len(enc.prompt_ids) - 1):
+            model(input_ids=extended)
+        assert firing_counts(model)[1] - fired_after == 2
