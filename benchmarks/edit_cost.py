@@ -40,6 +40,7 @@ from apiedit_kedro.editing import (
     load_or_compute_covariance,
     weight_checksum,
 )
+from apiedit_kedro.editing.grace import query_at
 from apiedit_kedro.editing.target import context_prefixes
 from apiedit_kedro.metrics.edit_metrics import locality, next_token_predictions, rewrite_accuracy
 from apiedit_kedro.models.loading import load_model
@@ -139,7 +140,9 @@ def _edit_once(model, tokenizer, method: str, params: dict, covariance, baseline
             covariance=covariance,
         )
         seconds = time.perf_counter() - started
-    accuracy = rewrite_accuracy(model, tokenizer, REQUEST["prompt"], REQUEST["target_new"])
+    # GRACE's replace_last queries a forward's last position; teacher forcing names the prompt's
+    with query_at(model, len(tokenizer(REQUEST["prompt"])["input_ids"]) - 1):
+        accuracy = rewrite_accuracy(model, tokenizer, REQUEST["prompt"], REQUEST["target_new"])
     continuation = _greedy(model, tokenizer, REQUEST["prompt"], 12)
     kept = locality(model, tokenizer, LOCALITY_PROMPTS, baseline["locality_predictions"])
     result.restore(model)

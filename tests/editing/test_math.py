@@ -118,7 +118,7 @@ def test_covariance_solve_matches_dense_inverse(ridge):
 def test_grace_firing_counts_queries_and_fires_per_position():
     from apiedit_kedro.editing.grace import firing_counts
 
-    model = nn.Sequential(GraceAdapter(nn.Linear(4, 3)))
+    model = nn.Sequential(GraceAdapter(nn.Linear(4, 3), replacement="replace_all"))
     key = torch.tensor([1.0, 0.0, 0.0, 0.0])
     model[0].add_entry(key, torch.ones(3), 0.1, (1,), "e0")
     inputs = torch.stack([key, key + 0.05, torch.tensor([0.0, 5.0, 0.0, 0.0])])[None]
@@ -126,3 +126,19 @@ def test_grace_firing_counts_queries_and_fires_per_position():
     assert firing_counts(model) == (3, 2)
     model(inputs[:, 2:])
     assert firing_counts(model) == (4, 2)
+
+
+def test_grace_replace_last_queries_only_the_last_position():
+    from apiedit_kedro.editing.grace import firing_counts
+
+    model = nn.Sequential(GraceAdapter(nn.Linear(4, 3)))
+    key = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    model[0].add_entry(key, torch.ones(3), 0.1, (1,), "e0")
+    far = torch.tensor([0.0, 5.0, 0.0, 0.0])
+    with torch.no_grad():
+        out = model(torch.stack([key, key + 0.05, far])[None])  # within radius, but not last
+        assert firing_counts(model) == (1, 0)
+        assert torch.equal(out, model[0].inner(torch.stack([key, key + 0.05, far])[None]))
+        out = model(torch.stack([far, key])[None, :, :].repeat(2, 1, 1))  # two rows, key last
+        assert firing_counts(model) == (3, 2)
+        assert torch.equal(out[:, 1], torch.ones(2, 3))

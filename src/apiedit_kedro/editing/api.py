@@ -134,11 +134,14 @@ def apply_edits(
         started = time.perf_counter()
         try:
             entry = REGISTRY[method]
+            result.take_survival()
             stats = entry.edit(context, group[0] if entry.per_request else group)
+            # cos(applied ΔW, computed ΔW) over this edit's deltas; GRACE measures its own
+            stats.setdefault("delta_survival", result.take_survival())
             if not math.isfinite(float(stats.get("final_loss", 0.0))):
                 raise FloatingPointError("the edit loss is NaN/Inf")
         except Exception as error:
-            if result.snapshot or result.grace_snapshot is not None:
+            if result.touched:
                 result.restore(model)
             ids = ", ".join(enc.request.edit_id for enc in group)
             raise EditError(

@@ -1,8 +1,12 @@
 """Second moments C = E[k kᵀ] of the edited layers' ``down_proj`` inputs, computed once and cached.
 
 The corpus is local and offline: by default the Python standard library's own source files (test
-packages excluded), sorted by path and hashed, instead of EasyEdit's Wikipedia download. One hooked
-forward pass per chunk feeds every needed layer and stops after the highest one. Sums are kept in
+packages excluded), hashed, instead of EasyEdit's Wikipedia download. The corpus is cut into
+fixed-size character blocks and the blocks are read in a seeded random order, the way EasyEdit
+samples its documents: reading files in path order would fill a small budget with the first few
+modules (``_collections_abc.py``) and a large one with codec tables. A smaller budget from the same
+seed reads a prefix of the larger one's blocks, so statistics converge as the budget grows. One
+hooked forward pass per chunk feeds every needed layer and stops after the highest one. Sums are kept in
 float64; solves add a ridge gamma·tr(C)/d_ff·I. Hand-written: no maintained library collects
 per-layer key statistics for transformers models.
 """
@@ -15,9 +19,10 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sysconfig
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HASHES: dict[tuple, str] = {}
+_CHARS_PER_TOKEN = 4  # code averages ~3-4 characters per token; windows are cut to max_len anyway
 _TEST_DIRS = {"test", "tests", "idle_test", "__pycache__", "site-packages", "dist-packages"}
 
 
@@ -158,15 +164,52 @@ class CovarianceStats:
         )
 
 
-def _chunks(tokenizer, files: Iterable[Path], max_len: int) -> Iterator[list[int]]:
-    """Token windows of at most ``max_len`` from each file, no special tokens (BOS rows excluded)."""
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids), max_len):
-            window = ids[start : start + max_len]
-            if len(window) > 1:
-                yield window
+@functools.lru_cache(maxsize=16)
+def _blocks(files: tuple[Path, ...], max_len: int, seed: int) -> list[tuple[int, int]]:
+    """(file index, character offset) of every block of the corpus, in a seeded random order.
+
+    Blocks hold ``_CHARS_PER_TOKEN``·max_len characters, so most fill a ``max_len`` window; only
+    file sizes are read here, the text is read when a block is used.
+    """
+    width = _CHARS_PER_TOKEN * max_len
+    blocks = [
+        (index, offset)
+        for index, path in enumerate(files)
+        for offset in range(0, max(path.stat().st_size, 1), width)
+    ]
+    random.Random(seed).shuffle(blocks)
+    return blocks
+
+
+@functools.cache
+def chunk_list_hash(corpus: str, max_len: int, seed: int) -> str:
+    """sha256 of the sampled block order (paths and offsets): the chunks a budget reads from."""
+    files = corpus_files(corpus)
+    digest = hashlib.sha256()
+    for index, offset in _blocks(files, max_len, seed):
+        digest.update(f"{files[index].name}:{offset};".encode())
+    return digest.hexdigest()[:24]
+
+
+def _chunks(tokenizer, files: Sequence[Path], max_len: int, seed: int) -> Iterator[list[int]]:
+    """Token windows of at most ``max_len`` from the sampled blocks, no special tokens (BOS rows
+    excluded)."""
+    width = _CHARS_PER_TOKEN * max_len
+    for index, offset in _blocks(files, max_len, seed):
+        text = files[index].read_bytes()[offset : offset + width].decode("utf-8", errors="replace")
+        window = tokenizer(text, add_special_tokens=False)["input_ids"][:max_len]
+        if len(window) > 1:
+            yield window
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """Name, size and the ids of a probe text: two tokenizers that split code alike share it."""
+    probe = tokenizer("def f(x):\n    return x ** 2  # ünïcode", add_special_tokens=False)
+    return json.dumps([getattr(tokenizer, "name_or_path", ""), len(tokenizer), probe["input_ids"]])
+
+
+def model_revision(model: nn.Module) -> str:
+    return str(getattr(model.config, "_commit_hash", None) or "")
 
 
 @torch.no_grad()
@@ -178,14 +221,16 @@ def collect_covariance(
     corpus: str = "stdlib",
     token_budget: int = 20_000,
     max_len: int = 1024,
+    seed: int = 0,
 ) -> CovarianceStats:
-    """Accumulate S_l and n_l for ``layers`` over the corpus until ``token_budget`` tokens."""
+    """Accumulate S_l and n_l for ``layers`` over sampled corpus chunks until ``token_budget``."""
     if not layers:
         raise ValueError("covariance needs at least one layer; no configured method needs one")
     anatomy = anatomy_of(model)
     layers = sorted({int(layer) for layer in layers})
     modules = [anatomy.down_proj(layer) for layer in layers]
     files = corpus_files(corpus)
+    chunks_read = 0
     sums = {
         layer: torch.zeros(m.in_features, m.in_features, dtype=torch.float64)
         for layer, m in zip(layers, modules, strict=True)
@@ -194,7 +239,8 @@ def collect_covariance(
     started = time.perf_counter()
     device = next(model.parameters()).device
     with capture_inputs(modules) as captured, stop_after(modules[-1]):
-        for chunk in _chunks(tokenizer, files, max_len):
+        for chunk in _chunks(tokenizer, files, max_len, seed):
+            chunks_read += 1
             window = chunk[: token_budget - tokens]
             input_ids = torch.tensor([window], device=device)
             with contextlib.suppress(StopForward):
@@ -218,6 +264,11 @@ def collect_covariance(
         "layers": json.dumps(layers),
         "corpus": corpus,
         "corpus_hash": corpus_hash(files),
+        "chunk_list_hash": chunk_list_hash(corpus, max_len, seed),
+        "seed": str(seed),
+        "chunks": str(chunks_read),
+        "tokenizer": tokenizer_identity(tokenizer),
+        "revision": model_revision(model),
         "token_budget": str(token_budget),
         "tokens": str(tokens),
         "max_len": str(max_len),
@@ -229,14 +280,25 @@ def collect_covariance(
 
 
 def cache_key(
-    model: nn.Module, layers: Sequence[int], corpus: str, token_budget: int, max_len: int
+    model: nn.Module,
+    tokenizer,
+    layers: Sequence[int],
+    corpus: str,
+    token_budget: int,
+    max_len: int,
+    seed: int = 0,
 ) -> str:
+    # dtype matters: keys of a bf16 forward differ from an fp32 one's, so their C must not mix
     payload = json.dumps(
         [
             model_fingerprint(model),
+            str(next(model.parameters()).dtype),
+            model_revision(model),
+            tokenizer_identity(tokenizer),
             sorted(int(x) for x in layers),
             corpus,
             corpus_hash(corpus_files(corpus)),
+            chunk_list_hash(corpus, max_len, seed),
             token_budget,
             max_len,
         ]
@@ -252,18 +314,27 @@ def load_or_compute_covariance(
     corpus: str = "stdlib",
     token_budget: int = 20_000,
     max_len: int = 1024,
+    seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> CovarianceStats:
-    """Load the cached statistics for this (model, layers, corpus, budget) or compute and cache them."""
+    """Load the cached statistics for this (model, dtype, tokenizer, layers, sampled chunks,
+    budget) or compute and cache them."""
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = directory / f"cov_{cache_key(model, layers, corpus, token_budget, max_len)}.safetensors"
+    key = cache_key(model, tokenizer, layers, corpus, token_budget, max_len, seed)
+    path = directory / f"cov_{key}.safetensors"
     if path.exists():
         logger.info("covariance: loading cached statistics from %s", path)
         stats = CovarianceStats.load(path)
         stats.metadata["cache"] = "hit"
         return stats
     stats = collect_covariance(
-        model, tokenizer, layers, corpus=corpus, token_budget=token_budget, max_len=max_len
+        model,
+        tokenizer,
+        layers,
+        corpus=corpus,
+        token_budget=token_budget,
+        max_len=max_len,
+        seed=seed,
     )
     stats.save(path)
     stats.metadata["cache"] = "miss"

@@ -2,7 +2,8 @@
 
 The trainable update D is an fp32 side path (y = W x + D x) so it is not lost to bf16 rounding while
 training; after every Adam step D is clamped elementwise to [−ε, ε] (an L∞ box around the pre-edit
-weights, ``norm_constraint``; false = unconstrained). The final W ← cast(W + D).
+weights, ``norm_constraint``; false = unconstrained). D is finally added to an fp32 master of the
+weight (``EditResult``), so a bf16 model keeps all of it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,11 @@ import torch.nn.functional as F
 
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
-from apiedit_kedro.editing.target import head_logits
+from apiedit_kedro.editing.target import target_nll
 
-__all__ = ["ft_edit", "target_nll"]
+__all__ = ["ft_edit"]
 
 _SKIP_LOSS = 1e-2
-
-
-def target_nll(model, enc: EncodedRequest) -> torch.Tensor:
-    """Mean teacher-forced NLL of the target tokens after the prompt (prompt positions masked)."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([enc.full_ids[:-1]], device=device)
-    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
-    positions = torch.arange(len(enc.prompt_ids) - 1, len(enc.full_ids) - 1, device=device)
-    logits = head_logits(model, hidden[positions])
-    return F.cross_entropy(logits, torch.tensor(enc.target_ids, device=device))
 
 
 def _side_path(delta: torch.Tensor):
@@ -79,14 +70,13 @@ def ft_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
     finally:
         for parameter, flag in zip(model.parameters(), frozen, strict=True):
             parameter.requires_grad_(flag)
-    norms, survivals = {}, []
+    norms = {}
     for layer, delta in zip(hparams.layers, deltas, strict=True):
         name = f"{anatomy.down_proj_name(layer)}.weight"
-        survivals.append(result.add_dense(model, name, delta.detach()))
+        result.add_dense(model, name, delta.detach())
         norms[name] = float(delta.detach().norm())
     return {
         "final_loss": epoch_loss,
         "steps": epochs,
         "delta_norm": norms,
-        "survival": min(survivals),
     }

@@ -1,25 +1,33 @@
 """GRACE (Hartvigsen et al. 2023): a codebook adaptor on one ``down_proj``; base weights never change.
 
-Hand-written per spec §8. Each entry holds a detached key (layer input), a trained value (layer
-output) and a deferral radius. Deviation from EasyEdit's stale ``key_id``: every position is its own
-query, so the last prompt token fires at prefill, each new token is queried while decoding (KV cache
-or not), and teacher-forced scoring and padded batches see the same edits.
+Hand-written after the paper. Each entry holds a detached key (layer input), a trained value (layer
+output) and a deferral radius. With ``replacement: replace_last`` (EasyEdit's and CLMEEval's setting)
+only the last position of each forward is queried: the last prompt token at prefill, then each new
+token while decoding, so an edit context repeated inside a longer prompt does not fire mid-prompt.
+Deviation from EasyEdit's stale ``key_id`` (the edited prompt's last position kept for later
+forwards): the query is always the current input's last position. Teacher-forced scoring of
+prompt ⊕ target runs in one forward whose last position is a target token, so it must name the
+query position with ``query_at`` (training does) to see what generation sees. ``replace_all``
+queries every position.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from apiedit_kedro.editing.architecture import ModelAnatomy
-from apiedit_kedro.editing.ft import target_nll
 from apiedit_kedro.editing.hparams import GraceHparams
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
+from apiedit_kedro.editing.target import target_nll
 
-__all__ = ["GraceAdapter", "attach_codebook", "firing_counts", "grace_edit", "restore_codebook"]
+__all__ = ["CodebookSnapshot", "GraceAdapter", "firing_counts", "grace_edit", "query_at"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +35,14 @@ _SPLIT_MARGIN = 1e-5
 
 
 class GraceAdapter(nn.Module):
-    """Wraps a Linear; outputs at positions whose input lies within an entry's radius become its value."""
+    """Wraps a Linear; a queried position whose input lies within an entry's radius outputs its value."""
 
-    def __init__(self, inner: nn.Linear) -> None:
+    def __init__(self, inner: nn.Linear, replacement: str = "replace_last") -> None:
         super().__init__()
         self.inner = inner
+        self.replacement = replacement
+        # position queried under replace_last instead of the last one (teacher forcing)
+        self.query_position: int | None = None
         self.register_buffer("keys", torch.zeros(0, inner.in_features))
         self.register_buffer("values", torch.zeros(0, inner.out_features))
         self.register_buffer("radii", torch.zeros(0))
@@ -49,7 +60,18 @@ class GraceAdapter(nn.Module):
         distances = torch.cdist(queries, self.keys)
         nearest, index = distances.min(dim=1)
         fire = nearest <= self.radii[index]
-        self.queried += len(fire)
+        if self.replacement == "replace_last" and x.dim() > 1:
+            length = x.shape[-2]
+            position = length - 1
+            if self.query_position is not None and self.query_position < length:
+                position = self.query_position
+            queried = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+            queried[..., position] = True
+            queried = queried.reshape(-1)
+            fire = fire & queried
+            self.queried += int(queried.sum())
+        else:
+            self.queried += len(fire)
         self.fired += int(fire.sum())
         if not bool(fire.any()):
             return output
@@ -83,77 +105,72 @@ def firing_counts(model: nn.Module) -> tuple[int, int]:
     return sum(a.queried for a in adapters), sum(a.fired for a in adapters)
 
 
-def _adapter_at(model, anatomy: ModelAnatomy, layer: int) -> GraceAdapter:
+@contextmanager
+def query_at(model: nn.Module, position: int) -> Iterator[None]:
+    """Query ``position`` instead of the last one in every replace_last adaptor of ``model``.
+
+    For teacher-forced scoring of prompt ⊕ target in one forward: ``position`` is the last prompt
+    token, the position generation would query at prefill.
+    """
+    adapters = [module for module in model.modules() if isinstance(module, GraceAdapter)]
+    previous = [adapter.query_position for adapter in adapters]
+    for adapter in adapters:
+        adapter.query_position = position
+    try:
+        yield
+    finally:
+        for adapter, value in zip(adapters, previous, strict=True):
+            adapter.query_position = value
+
+
+def _adapter_at(model, anatomy: ModelAnatomy, layer: int, replacement: str) -> GraceAdapter:
     mlp = anatomy.mlp(layer)
     if not isinstance(mlp.down_proj, GraceAdapter):
-        mlp.down_proj = GraceAdapter(mlp.down_proj)
+        mlp.down_proj = GraceAdapter(mlp.down_proj, replacement)
+    mlp.down_proj.replacement = replacement
     return mlp.down_proj
 
 
-def _snapshot(model, anatomy: ModelAnatomy, layer: int) -> dict:
-    mlp = anatomy.mlp(layer)
-    if not isinstance(mlp.down_proj, GraceAdapter):
-        return {"layer": layer, "anatomy": anatomy, "attached": False}
-    adapter = mlp.down_proj
-    return {
-        "layer": layer,
-        "anatomy": anatomy,
-        "attached": True,
-        "keys": adapter.keys.clone(),
-        "values": adapter.values.clone(),
-        "radii": adapter.radii.clone(),
-        "labels": list(adapter.labels),
-        "edit_ids": list(adapter.edit_ids),
-    }
+@dataclass
+class CodebookSnapshot:
+    """The adaptor state at one layer before an ``apply_edits`` call (an ``Adaptor``)."""
 
+    anatomy: ModelAnatomy
+    layer: int
+    attached: bool
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    radii: torch.Tensor | None = None
+    labels: list[tuple[int, ...]] = field(default_factory=list)
+    edit_ids: list[str] = field(default_factory=list)
 
-def restore_codebook(model, snapshot: dict) -> None:
-    """Detach the adaptor (if this result attached it) or put its codebook back as it was."""
-    mlp = snapshot["anatomy"].mlp(snapshot["layer"])
-    if not isinstance(mlp.down_proj, GraceAdapter):
-        return
-    if not snapshot["attached"]:
-        mlp.down_proj = mlp.down_proj.inner
-        return
-    adapter = mlp.down_proj
-    adapter.keys, adapter.values, adapter.radii = (
-        snapshot["keys"],
-        snapshot["values"],
-        snapshot["radii"],
-    )
-    adapter.labels, adapter.edit_ids = list(snapshot["labels"]), list(snapshot["edit_ids"])
+    @classmethod
+    def take(cls, anatomy: ModelAnatomy, layer: int) -> CodebookSnapshot:
+        adapter = anatomy.mlp(layer).down_proj
+        if not isinstance(adapter, GraceAdapter):
+            return cls(anatomy, layer, attached=False)
+        return cls(
+            anatomy,
+            layer,
+            attached=True,
+            keys=adapter.keys.clone(),
+            values=adapter.values.clone(),
+            radii=adapter.radii.clone(),
+            labels=list(adapter.labels),
+            edit_ids=list(adapter.edit_ids),
+        )
 
-
-def export_codebook(adapter: GraceAdapter) -> tuple[dict[str, torch.Tensor], dict]:
-    width = max((len(label) for label in adapter.labels), default=0)
-    labels = torch.full((len(adapter.labels), width), -1, dtype=torch.long)
-    for i, label in enumerate(adapter.labels):
-        labels[i, : len(label)] = torch.tensor(label, dtype=torch.long)
-    tensors = {
-        "keys": adapter.keys,
-        "values": adapter.values,
-        "radii": adapter.radii,
-        "labels": labels,
-    }
-    return tensors, {"edit_ids": adapter.edit_ids}
-
-
-def attach_codebook(model, codebook: dict[str, torch.Tensor], meta: dict) -> dict:
-    """Install a saved codebook on an unedited model; returns the restore snapshot."""
-    from apiedit_kedro.editing.architecture import anatomy_of
-
-    anatomy = anatomy_of(model)
-    layer = int(meta["layer"])
-    snapshot = _snapshot(model, anatomy, layer)
-    adapter = _adapter_at(model, anatomy, layer)
-    adapter.keys, adapter.values, adapter.radii = (
-        codebook["keys"],
-        codebook["values"],
-        codebook["radii"],
-    )
-    adapter.labels = [tuple(int(t) for t in row if t >= 0) for row in codebook["labels"]]
-    adapter.edit_ids = list(meta.get("edit_ids", []))
-    return snapshot
+    def restore(self, model: nn.Module) -> None:
+        """Detach the adaptor (if the call attached it) or put its codebook back as it was."""
+        mlp = self.anatomy.mlp(self.layer)
+        if not isinstance(mlp.down_proj, GraceAdapter):
+            return
+        if not self.attached:
+            mlp.down_proj = mlp.down_proj.inner
+            return
+        adapter = mlp.down_proj
+        adapter.keys, adapter.values, adapter.radii = self.keys, self.values, self.radii
+        adapter.labels, adapter.edit_ids = list(self.labels), list(self.edit_ids)
 
 
 def _query(model, adapter: GraceAdapter, enc: EncodedRequest) -> torch.Tensor:
@@ -197,9 +214,10 @@ def _place(
 def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     model, anatomy, hparams, result = ctx.model, ctx.anatomy, ctx.hparams, ctx.result
     (layer,) = hparams.layers
-    if result.grace_snapshot is None:
-        result.grace_snapshot = _snapshot(model, anatomy, layer)
-    adapter = _adapter_at(model, anatomy, layer)
+    site = f"grace.{layer}"
+    if site not in result.adaptors:
+        result.adaptors[site] = CodebookSnapshot.take(anatomy, layer)
+    adapter = _adapter_at(model, anatomy, layer, hparams.replacement)
     generator = torch.Generator().manual_seed(hparams.seed + len(adapter.keys))
     query = _query(model, adapter, enc)
     slot, action = _place(adapter, query, enc, hparams, generator)
@@ -209,13 +227,14 @@ def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
-        for _ in range(hparams.n_iter):
-            loss = target_nll(model, enc)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.no_grad():
-            loss_value = float(target_nll(model, enc))
+        with query_at(model, len(enc.prompt_ids) - 1):
+            for _ in range(hparams.n_iter):
+                loss = target_nll(model, enc)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            with torch.no_grad():
+                loss_value = float(target_nll(model, enc))
     finally:
         adapter.trainable = None
         for parameter, flag in zip(model.parameters(), frozen, strict=True):
@@ -223,12 +242,14 @@ def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     if not torch.isfinite(value).all():
         raise FloatingPointError("GRACE value became NaN/Inf")
     adapter.values[slot] = value.detach()
-    result.codebook, meta = export_codebook(adapter)
-    result.codebook_meta = {**meta, "layer": layer, "replacement": hparams.replacement}
+    # what the layer emits is the stored value cast to the activation dtype
+    emitted = adapter.values[slot].to(adapter.inner.weight.dtype).double()
+    survival = float(torch.nn.functional.cosine_similarity(emitted, value.detach().double(), dim=0))
     return {
         "final_loss": loss_value,
         "steps": hparams.n_iter,
         "delta_norm": {"codebook_values": float(adapter.values.norm())},
         "grace_action": action,
         "codebook_size": len(adapter.keys),
+        "delta_survival": survival,
     }

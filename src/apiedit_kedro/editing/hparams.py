@@ -105,7 +105,7 @@ _CHOICES = {
     "objective_optimization": ("target_new",),
     "dist_fn": ("euc",),
     "val_init": ("cold",),
-    "replacement": ("replace_last",),
+    "replacement": ("replace_last", "replace_all"),
     "eps_expand": ("coverage",),
 }
 

@@ -1,32 +1,41 @@
-"""Weight deltas of an edit, per-edit statistics, exact restore and safetensors persistence.
+"""Weight deltas of an edit, per-edit statistics and exact restore.
 
-ROME/MEMIT/PMET deltas are kept as low-rank factors (ΔW = left @ rightᵀ), FT as a dense tensor, GRACE
-as its codebook. Restore copies back a snapshot of the touched tensors taken before the first edit,
-so it is bitwise exact (adding and subtracting a delta is not); the pre-edit weight checksum is
-verified after restoring.
+ROME/MEMIT/PMET deltas are kept as low-rank factors (ΔW = left @ rightᵀ), FT as a dense tensor.
+A method that adds modules instead of changing weights (GRACE) registers an ``Adaptor``: an object
+that knows how to take its modules back out. Restore copies back a snapshot of the touched tensors
+taken before the first edit, so it is bitwise exact (adding and subtracting a delta is not); the
+pre-edit weight checksum is verified after restoring.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from apiedit_kedro.editing.fingerprint import weight_checksum
 
+if TYPE_CHECKING:
+    from apiedit_kedro.editing.architecture import ModelAnatomy
+    from apiedit_kedro.editing.covariance import CovarianceStats
+    from apiedit_kedro.editing.hparams import (
+        FtHparams,
+        GraceHparams,
+        MemitHparams,
+        PmetHparams,
+        RomeHparams,
+    )
+
 __all__ = [
+    "Adaptor",
     "DenseDelta",
     "EditContext",
     "EditResult",
     "LowRankDelta",
     "RestoreError",
-    "apply_delta",
     "combined_drift",
 ]
 
@@ -66,39 +75,47 @@ class DenseDelta:
         return DenseDelta(self.tensor + tensor)
 
 
-def apply_delta(parameter: torch.Tensor, delta: torch.Tensor) -> float:
-    """W ← cast(W + ΔW) computed in fp32; returns the survival ratio ‖cast(W+ΔW) − W‖/‖ΔW‖."""
-    with torch.no_grad():
-        before = parameter.detach().float().clone()
-        updated = before + delta.to(before.device)
-        if not torch.isfinite(updated).all():
-            raise FloatingPointError("update produced NaN/Inf weights")
-        parameter.copy_(updated.to(parameter.dtype))
-        norm = float(delta.norm())
-        return float((parameter.float() - before).norm()) / norm if norm > 0 else 1.0
+def _inputs_to_fp32(_module, args):
+    return (args[0].float(), *args[1:])
+
+
+def _output_to(dtype: torch.dtype):
+    def hook(_module, _args, output):
+        return output.to(dtype)
+
+    return hook
 
 
 def _warn_survival(name: str, survival: float) -> None:
     if survival < SURVIVAL_WARNING:
         logger.warning(
-            "%s: only %.0f%% of the update survived the cast to the model dtype; prefer an fp32 model",
+            "%s: the applied update has cosine %.3f with the computed one; prefer an fp32 model",
             name,
-            100 * survival,
+            survival,
         )
+
+
+class Adaptor(Protocol):
+    """Modules an edit added to the model, with how to put the model back as it was."""
+
+    def restore(self, model: nn.Module) -> None: ...
 
 
 @dataclass
 class EditResult:
-    """Outcome of ``apply_edits``: deltas keyed by parameter name, codebook, per-edit statistics."""
+    """Outcome of ``apply_edits``: deltas keyed by parameter name, adaptors, per-edit statistics."""
 
     method: str
     deltas: dict[str, LowRankDelta | DenseDelta] = field(default_factory=dict)
     stats: list[dict] = field(default_factory=list)
-    codebook: dict[str, torch.Tensor] | None = None
-    codebook_meta: dict = field(default_factory=dict)
     checksum_before: str = ""
     snapshot: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    grace_snapshot: dict | None = field(default=None, repr=False)
+    # first-seen state of each adapted site, keyed by the method's name for the site
+    adaptors: dict[str, Adaptor] = field(default_factory=dict, repr=False)
+    # parameter name -> (module, its original low-precision parameters, hook handles)
+    promoted: dict[str, tuple] = field(default_factory=dict, repr=False)
+    # running (realised·computed, ‖realised‖², ‖computed‖²) of the edit being applied
+    _survival: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)
 
     def take_snapshot(self, model: nn.Module, names: list[str]) -> None:
         """Remember the current value of each named parameter (only the first time it is seen)."""
@@ -107,109 +124,105 @@ class EditResult:
             if name not in self.snapshot:
                 self.snapshot[name] = parameters[name].detach().clone()
 
+    def _master(self, model: nn.Module, name: str) -> nn.Parameter:
+        """The parameter ``name`` as an fp32 tensor that deltas are added to.
+
+        A bf16/fp16 weight would round most of a small delta away (``cast(W + ΔW)``), and again at
+        every sequential edit; so the edited module's weight is replaced by an fp32 copy and the
+        module computes in fp32, casting its output back to the model dtype. Restore puts the
+        original parameter objects back.
+        """
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        parameter = getattr(module, attr)
+        if parameter.dtype == torch.float32:
+            return parameter
+        originals = {}
+        for key, tensor in list(module.named_parameters(recurse=False)):
+            originals[key] = tensor
+            setattr(module, key, nn.Parameter(tensor.detach().float(), tensor.requires_grad))
+        handles = [
+            module.register_forward_pre_hook(_inputs_to_fp32),
+            module.register_forward_hook(_output_to(parameter.dtype)),
+        ]
+        self.promoted[name] = (module, originals, handles)
+        return getattr(module, attr)
+
+    def _apply(self, model: nn.Module, name: str, delta: torch.Tensor) -> None:
+        """W ← W + ΔW on the fp32 master, accumulating cos(realised ΔW, computed ΔW)."""
+        self.take_snapshot(model, [name])
+        parameter = self._master(model, name)
+        with torch.no_grad():
+            before = parameter.detach().clone()
+            parameter.add_(delta.to(parameter.device))
+            if not torch.isfinite(parameter).all():
+                raise FloatingPointError("update produced NaN/Inf weights")
+            realised = (parameter.detach() - before).double().cpu()
+        computed = delta.double()
+        terms = (
+            float((realised * computed).sum()),
+            float(realised.pow(2).sum()),
+            float(computed.pow(2).sum()),
+        )
+        self._survival = [a + b for a, b in zip(self._survival, terms, strict=True)]
+        if terms[2] > 0:
+            _warn_survival(name, terms[0] / max((terms[1] * terms[2]) ** 0.5, 1e-300))
+
+    def take_survival(self) -> float:
+        """cos(realised, computed) over every delta applied since the last call (one edit)."""
+        dot, realised_sq, computed_sq = self._survival
+        self._survival = [0.0, 0.0, 0.0]
+        if computed_sq == 0.0:
+            return 1.0
+        return dot / max((realised_sq * computed_sq) ** 0.5, 1e-300)
+
     def add_low_rank(
         self, model: nn.Module, name: str, left: torch.Tensor, right: torch.Tensor
-    ) -> float:
-        """Apply ΔW = left @ rightᵀ to parameter ``name`` and record it; returns the survival ratio."""
-        self.take_snapshot(model, [name])
+    ) -> None:
+        """Apply ΔW = left @ rightᵀ to parameter ``name`` and record it."""
         left, right = left.float().cpu(), right.float().cpu()
-        survival = apply_delta(dict(model.named_parameters())[name], left @ right.T)
+        self._apply(model, name, left @ right.T)
         current = self.deltas.get(name)
         self.deltas[name] = (
             LowRankDelta(left, right) if current is None else current.extended(left, right)
         )
-        _warn_survival(name, survival)
-        return survival
 
-    def add_dense(self, model: nn.Module, name: str, delta: torch.Tensor) -> float:
-        """Apply a dense ΔW to parameter ``name`` and record it; returns the survival ratio."""
-        self.take_snapshot(model, [name])
+    def add_dense(self, model: nn.Module, name: str, delta: torch.Tensor) -> None:
+        """Apply a dense ΔW to parameter ``name`` and record it."""
         delta = delta.float().cpu()
-        survival = apply_delta(dict(model.named_parameters())[name], delta)
+        self._apply(model, name, delta)
         current = self.deltas.get(name)
         self.deltas[name] = DenseDelta(delta) if current is None else current.extended(delta)
-        _warn_survival(name, survival)
-        return survival
+
+    @property
+    def touched(self) -> bool:
+        """Whether anything was changed that restore must undo."""
+        return bool(self.snapshot or self.adaptors or self.promoted)
 
     def restore(self, model: nn.Module, *, verify: bool = True) -> None:
-        """Put the pre-edit weights (and codebook) back bitwise; verify the weight checksum."""
-        if not self.snapshot and self.grace_snapshot is None:
-            raise RestoreError(
-                f"{self.method} edit result holds no pre-edit snapshot (loaded from disk?); call "
-                "apply(model) before restore(model)"
-            )
+        """Put the pre-edit weights (and adaptors) back bitwise; verify the weight checksum."""
+        if not self.touched:
+            raise RestoreError(f"{self.method} edit result holds no pre-edit snapshot")
+        for module, originals, handles in self.promoted.values():
+            for handle in handles:
+                handle.remove()
+            for key, tensor in originals.items():
+                setattr(module, key, tensor)
+        self.promoted.clear()
         parameters = dict(model.named_parameters())
         with torch.no_grad():
             for name, original in self.snapshot.items():
                 parameters[name].copy_(original)
-        if self.grace_snapshot is not None:
-            from apiedit_kedro.editing.grace import restore_codebook
-
-            restore_codebook(model, self.grace_snapshot)
+        for adaptor in reversed(list(self.adaptors.values())):
+            adaptor.restore(model)
         if verify and self.checksum_before and weight_checksum(model) != self.checksum_before:
             raise RestoreError(
                 f"{self.method}: weights after restore differ from the pre-edit checksum"
             )
 
-    def apply(self, model: nn.Module) -> None:
-        """Re-apply saved deltas (or codebook) to an unedited model, snapshotting it for restore."""
-        self.checksum_before = weight_checksum(model)
-        parameters = dict(model.named_parameters())
-        missing = sorted(set(self.deltas) - set(parameters))
-        if missing:
-            raise KeyError(f"{self.method} delta names parameters the model lacks: {missing}")
-        self.take_snapshot(model, list(self.deltas))
-        for name, delta in self.deltas.items():
-            apply_delta(parameters[name], delta.dense())
-        if self.codebook is not None:
-            from apiedit_kedro.editing.grace import attach_codebook
-
-            self.grace_snapshot = attach_codebook(model, self.codebook, self.codebook_meta)
-
     def drift(self) -> dict[str, float]:
         """Frobenius norm of the accumulated delta per parameter."""
         return {name: float(delta.dense().norm()) for name, delta in self.deltas.items()}
-
-    def save(self, path: str | Path) -> None:
-        tensors: dict[str, torch.Tensor] = {}
-        for name, delta in self.deltas.items():
-            if isinstance(delta, LowRankDelta):
-                tensors[f"{name}::left"] = delta.left.contiguous()
-                tensors[f"{name}::right"] = delta.right.contiguous()
-            else:
-                tensors[f"{name}::dense"] = delta.tensor.contiguous()
-        for key, tensor in (self.codebook or {}).items():
-            tensors[f"grace::{key}"] = tensor.contiguous()
-        metadata = {
-            "method": self.method,
-            "stats": json.dumps(self.stats, default=str),
-            "codebook_meta": json.dumps(self.codebook_meta),
-        }
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=metadata)
-
-    @classmethod
-    def load(cls, path: str | Path) -> EditResult:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        deltas: dict[str, LowRankDelta | DenseDelta] = {}
-        codebook: dict[str, torch.Tensor] = {}
-        for key, tensor in tensors.items():
-            name, _, part = key.rpartition("::")
-            if name == "grace":
-                codebook[part] = tensor
-            elif part == "dense":
-                deltas[name] = DenseDelta(tensor)
-            elif part == "left":
-                deltas[name] = LowRankDelta(tensor, tensors[f"{name}::right"])
-        return cls(
-            method=metadata.get("method", ""),
-            deltas=deltas,
-            stats=json.loads(metadata.get("stats", "[]")),
-            codebook=codebook or None,
-            codebook_meta=json.loads(metadata.get("codebook_meta", "{}")),
-        )
 
 
 @dataclass
@@ -218,10 +231,10 @@ class EditContext:
     hyperparameters, optional covariance statistics and the result being filled in."""
 
     model: nn.Module
-    tokenizer: object
-    anatomy: object
-    hparams: object
-    covariance: object
+    tokenizer: Any  # a transformers tokenizer; only its __call__/decode and special ids are used
+    anatomy: ModelAnatomy
+    hparams: FtHparams | GraceHparams | RomeHparams | MemitHparams | PmetHparams
+    covariance: CovarianceStats | None
     result: EditResult
 
 

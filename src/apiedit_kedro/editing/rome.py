@@ -62,10 +62,9 @@ def rome_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     weight = anatomy.down_proj(layer).weight.detach().float().cpu()
     r, u = rome_rank_one(weight, plain_key, value, direction)
     name = f"{anatomy.down_proj_name(layer)}.weight"
-    survival = result.add_low_rank(model, name, r[:, None], u[:, None])
+    result.add_low_rank(model, name, r[:, None], u[:, None])
     return {
         "final_loss": target.loss,
         "steps": target.steps,
         "delta_norm": {name: float(r.norm() * u.norm())},
-        "survival": survival,
     }

@@ -29,6 +29,7 @@ __all__ = [
     "context_prefixes",
     "mean_keys",
     "optimise_targets",
+    "target_nll",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,16 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def target_nll(model, enc: EncodedRequest) -> torch.Tensor:
+    """Mean teacher-forced NLL of the target tokens after the prompt (prompt positions masked)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([enc.full_ids[:-1]], device=device)
+    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
+    positions = torch.arange(len(enc.prompt_ids) - 1, len(enc.full_ids) - 1, device=device)
+    logits = head_logits(model, hidden[positions])
+    return F.cross_entropy(logits, torch.tensor(enc.target_ids, device=device))
 
 
 @torch.no_grad()

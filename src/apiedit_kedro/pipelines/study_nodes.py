@@ -41,6 +41,7 @@ def _covariance(method: str, hparams: Mapping[str, Any], loaded, settings, direc
         corpus=settings["corpus"],
         token_budget=int(settings["token_budget"]),
         max_len=int(settings["max_len"]),
+        seed=int(settings.get("seed", 0)),
         cache_dir=directory,
     )
 

@@ -270,6 +270,7 @@ def _edit_stats(stats: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[
         "edit_seconds": float(stats.get("seconds", float("nan"))),
         "final_loss": float(stats.get("final_loss", float("nan"))),
         "delta_norm": float(stats.get("delta_norm", float("nan"))),
+        "delta_survival": float(stats.get("delta_survival", float("nan"))),
         "rewrite_acc": metrics["rewrite_acc"],
         "rephrase_acc": metrics["rephrase_acc"],
         "locality": metrics["locality"],
