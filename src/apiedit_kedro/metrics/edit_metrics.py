@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from apiedit_kedro.editing.grace import query_at
 from apiedit_kedro.editing.requests import target_ids_after
 
 __all__ = [
@@ -39,7 +40,10 @@ def rewrite_accuracy(model, tokenizer, prompt: str, target: str) -> float:
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     target_ids = target_ids_after(tokenizer, prompt, prompt_ids, target)
     ids = torch.tensor([prompt_ids + target_ids[:-1]], device=_device(model))
-    logits = model(input_ids=ids, use_cache=False).logits[0]
+    # a GRACE layer that replaces only a forward's last position must be asked at the last prompt
+    # token, where generation would query it at prefill (a no-op for every other model)
+    with query_at(model, len(prompt_ids) - 1):
+        logits = model(input_ids=ids, use_cache=False).logits[0]
     predicted = logits[len(prompt_ids) - 1 :].argmax(-1).cpu()
     return float((predicted == torch.tensor(target_ids)).float().mean())
 
