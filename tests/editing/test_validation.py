@@ -129,12 +129,16 @@ def test_hparams_are_typed_and_checked():
 
 
 @pytest.mark.parametrize(
-    "path", sorted(CONF.glob("*/parameters_editing.yml")), ids=lambda p: p.parent.name
+    "env", sorted(p.parent.name for p in CONF.glob("*/parameters_model.yml"))
 )
-def test_every_environment_has_valid_hparams_for_all_methods(path):
-    import yaml
+def test_every_environment_has_valid_hparams_for_all_methods(env):
+    """As Kedro resolves them: base merged softly with the environment, globals interpolated."""
+    from kedro.config import OmegaConfigLoader
 
-    params = yaml.safe_load(path.read_text())
+    loader = OmegaConfigLoader(
+        str(CONF), base_env="base", default_run_env=env, merge_strategy={"parameters": "soft"}
+    )
+    params = loader["parameters"]
     for method in METHODS:
         typed = parse_hparams(method, params[method]["hparams"])
         assert typed.layers
