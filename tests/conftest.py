@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from kedro_helpers import mbpp_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_MBPP = PROJECT_ROOT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
-LOCAL_MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -66,13 +65,6 @@ HUMANEVAL_IDS = ["HumanEval/25", "HumanEval/39", "HumanEval/87", "HumanEval/100"
 MBPP_IDS = [2, 16, 32, 104, 195, 275, 293, 396, 482, 497, 541, 607, 643, 662, 670, 714, 731]
 
 
-def _mbpp_path() -> Path:
-    for path in (LOCAL_MBPP, SHARED_MBPP):
-        if path.is_file():
-            return path
-    pytest.skip("MBPP is not present (data/01_raw/mbpp.jsonl or ../shared/data/mbpp/mbpp.jsonl)")
-
-
 @pytest.fixture(scope="session")
 def synthesis_params() -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_synthesis.yml").read_text())[
@@ -92,6 +84,6 @@ def raw_slice() -> tuple[pd.DataFrame, pd.DataFrame]:
     from apiedit_kedro.datasets import HumanEvalDataset
 
     humaneval = HumanEvalDataset().load()
-    records = [json.loads(line) for line in _mbpp_path().read_text().splitlines()]
+    records = [json.loads(line) for line in mbpp_path().read_text().splitlines()]
     mbpp = pd.DataFrame([r for r in records if r["task_id"] in MBPP_IDS])
     return humaneval[humaneval["task_id"].isin(HUMANEVAL_IDS)].reset_index(drop=True), mbpp

@@ -128,9 +128,7 @@ def test_hparams_are_typed_and_checked():
         parse_hparams("grace", {"layers": [1, 2]})
 
 
-@pytest.mark.parametrize(
-    "env", sorted(p.parent.name for p in CONF.glob("*/parameters_model.yml"))
-)
+@pytest.mark.parametrize("env", sorted(p.parent.name for p in CONF.glob("*/parameters_model.yml")))
 def test_every_environment_has_valid_hparams_for_all_methods(env):
     """As Kedro resolves them: base merged softly with the environment, globals interpolated."""
     from kedro.config import OmegaConfigLoader

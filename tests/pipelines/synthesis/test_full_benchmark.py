@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from kedro_helpers import KeptDataset
+from kedro_helpers import KeptDataset, mbpp_path
 
 from apiedit_kedro.apis.mapping import parse_mappings
 from apiedit_kedro.apis.references import find_api_references
@@ -24,9 +24,7 @@ OUTPUTS = ("problems", "benchmark", "api_mapping", "edit_requests", "synthesis_r
 
 @pytest.fixture(scope="module")
 def full(api_catalog, synthesis_params):
-    from conftest import _mbpp_path
-
-    records = [json.loads(line) for line in _mbpp_path().read_text().splitlines()]
+    records = [json.loads(line) for line in mbpp_path().read_text().splitlines()]
     catalog = DataCatalog(
         {
             "humaneval_raw": MemoryDataset(HumanEvalDataset().load()),
