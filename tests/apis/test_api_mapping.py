@@ -316,3 +316,21 @@ def test_validation_leaves_the_process_pristine():
     assert math.comb(4, 2) == 6
     assert not hasattr(math, "choose")
     assert functools.reduce(operator.add, [1, 2]) == 3
+
+
+def test_a_relocated_abc_class_answers_isinstance_without_recursing():
+    """ABC checks ask every subclass of an ABC-based class, the relocated one included: that must
+    not loop back into the old class (it did, as a RecursionError in `Counter(...)`)."""
+    import collections
+    import collections.abc
+
+    from apiedit_kedro.apis.mapping import build_new_callable
+
+    mapping = ApiMapping.from_record(
+        record("cm", "collections.ChainMap", "my_chain_map", "relocate", {"usage": "same"})
+    )
+    relocated = build_new_callable(mapping, collections.ChainMap)
+    assert not issubclass(list, collections.abc.Mapping)
+    assert collections.Counter([1, 1])[1] == 2
+    assert isinstance(collections.ChainMap(), relocated) and not isinstance({}, relocated)
+    assert isinstance(relocated(), collections.abc.MutableMapping)

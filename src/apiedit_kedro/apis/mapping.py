@@ -765,12 +765,27 @@ def _build_new_class(
 
     # The new class is a subclass (so its instantiations can be counted), but values made the
     # old way (`5`, `[]`, literals, library results) must still pass `isinstance(v, New)`, as
-    # they would if the class had only been renamed.
+    # they would if the class had only been renamed. For an ABC-based old class (ChainMap) the
+    # ABC machinery asks every subclass of it, this one included, so a check that is already
+    # running answers nominally instead of asking the old class again (which would recurse).
+    running = {"check": False}
+
+    def _delegated(cls: type, question: Any, nominal: Any) -> bool:
+        if running["check"]:
+            return nominal(cls, question)
+        running["check"] = True
+        try:
+            return (isinstance if nominal is type.__instancecheck__ else issubclass)(
+                question, old_class
+            )
+        finally:
+            running["check"] = False
+
     def __instancecheck__(cls: type, instance: Any) -> bool:
-        return isinstance(instance, old_class)
+        return _delegated(cls, instance, type.__instancecheck__)
 
     def __subclasscheck__(cls: type, subclass: type) -> bool:
-        return issubclass(subclass, old_class)
+        return _delegated(cls, subclass, type.__subclasscheck__)
 
     members: dict[str, Any] = {
         "__instancecheck__": __instancecheck__,
