@@ -21,7 +21,7 @@ from apiedit_kedro.pipelines.evaluation.nodes import (
     execute_generations,
     summarise_edit_metrics,
 )
-from apiedit_kedro.pipelines.study_nodes import run_regime
+from apiedit_kedro.pipelines.editing.nodes import run_regime
 from apiedit_kedro.study.store import JsonStore
 
 STUDY = {"seed": 0, "max_apis": None, "max_problems_per_subset": 1, "specificity_sample": 1}
