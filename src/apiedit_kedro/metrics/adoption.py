@@ -240,9 +240,7 @@ def _calls(row: Mapping[str, Any], api_id: str) -> int:
     return int(counts.get(api_id, 0))
 
 
-def label_sample(
-    row: Mapping[str, Any], mappings: Mapping[str, ApiMapping]
-) -> dict[str, Any]:
+def label_sample(row: Mapping[str, Any], mappings: Mapping[str, ApiMapping]) -> dict[str, Any]:
     """The label, fault and evidence of one execution row of an edited item."""
     item = mappings[row["api_id"]]
     removed = [mappings[api_id] for api_id in item_world(row)]
@@ -285,7 +283,9 @@ def label_executions(executions: pd.DataFrame, api_mapping: pd.DataFrame) -> pd.
         table="execution_results",
         hint="re-create it with `kedro run --pipeline=evaluation`",
     )
-    mappings = {mapping.api_id: mapping for mapping in parse_mappings(api_mapping.to_dict("records"))}
+    mappings = {
+        mapping.api_id: mapping for mapping in parse_mappings(api_mapping.to_dict("records"))
+    }
     edited = executions[
         executions["subset"].isin(EDITED_SUBSETS) & executions["api_id"].notna()
     ].reset_index(drop=True)
@@ -318,8 +318,15 @@ def summary_measures() -> tuple[str, ...]:
 def adoption_summary(labels: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Count, share and Wilson interval of each label (and fault, and the new-API reference
     rate: the share of samples whose completion references the new API at all) per group."""
-    columns = [*SUMMARY_GROUP_COLUMNS, "measure", "count", "n_samples", "share", "ci_low",
-               "ci_high"]
+    columns = [
+        *SUMMARY_GROUP_COLUMNS,
+        "measure",
+        "count",
+        "n_samples",
+        "share",
+        "ci_low",
+        "ci_high",
+    ]
     rows = []
     if labels.empty:
         return pd.DataFrame(columns=columns)

@@ -31,9 +31,7 @@ def shapley_two_factor(c0: float, p0: float, c1: float, p1: float) -> tuple[floa
     return (c1 - c0) * (p0 + p1) / 2, (p1 - p0) * (c0 + c1) / 2
 
 
-def pass_at_1_rates(
-    executions: pd.DataFrame, group_columns: Sequence[str]
-) -> pd.DataFrame:
+def pass_at_1_rates(executions: pd.DataFrame, group_columns: Sequence[str]) -> pd.DataFrame:
     """Per group: compile and full pass@1 (macro over problems) and n_problems."""
     scored = sample_levels(executions)
     problems = [column for column in PROBLEM_COLUMNS if column in scored.columns]
@@ -83,9 +81,7 @@ def failure_decomposition(executions: pd.DataFrame) -> pd.DataFrame:
     )
     baseline = rates[rates["method"] == BASELINE].drop(columns=["method", "partial_rate"])
     treated = rates[rates["method"] != BASELINE]
-    merged = treated.merge(
-        baseline, on=list(GROUP_COLUMNS), suffixes=("", "_none"), how="inner"
-    )
+    merged = treated.merge(baseline, on=list(GROUP_COLUMNS), suffixes=("", "_none"), how="inner")
     rows = []
     for row in merged.to_dict("records"):
         compile_part, post_part = shapley_two_factor(

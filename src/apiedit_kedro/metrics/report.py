@@ -24,18 +24,23 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are only ever written to files
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
 
-from apiedit_kedro.metrics.adoption import FAULTS, LABELS, NEW_API_REFERENCE  # noqa: E402
-from apiedit_kedro.metrics.pass_at_k import LEVELS  # noqa: E402
-from apiedit_kedro.metrics.taxonomy import FAILURE_CLASSES  # noqa: E402
+from apiedit_kedro.metrics.adoption import FAULTS, LABELS, NEW_API_REFERENCE
+from apiedit_kedro.metrics.pass_at_k import LEVELS
+from apiedit_kedro.metrics.taxonomy import FAILURE_CLASSES
 
 MIN_PROBLEMS_TO_CONCLUDE = 30
 SUBSETS = ("reliability", "generalization", "specificity")
-_ADOPTION_STACK = ("correct_adoption", *(f"faulty_adoption/{f}" for f in FAULTS), "workaround",
-                   "deprecated_use", "other_failure")
+_ADOPTION_STACK = (
+    "correct_adoption",
+    *(f"faulty_adoption/{f}" for f in FAULTS),
+    "workaround",
+    "deprecated_use",
+    "other_failure",
+)
 
 
 def _method_order(methods: Sequence[str]) -> list[str]:
@@ -144,9 +149,11 @@ def rq1_table(pass_at_k: pd.DataFrame) -> pd.DataFrame:
     part = pass_at_k[pass_at_k["regime"] == "instant"]
     if part.empty:
         return pd.DataFrame()
-    pooled = part.assign(mass=part["value"] * part["n_problems"]).groupby(
-        ["method", "subset", "level", "k"]
-    )[["mass", "n_problems"]].sum()
+    pooled = (
+        part.assign(mass=part["value"] * part["n_problems"])
+        .groupby(["method", "subset", "level", "k"])[["mass", "n_problems"]]
+        .sum()
+    )
     pooled["value"] = pooled["mass"] / pooled["n_problems"].where(lambda s: s > 0, 1)
     table = pooled["value"].unstack(["subset", "level", "k"])
     order = [
@@ -246,28 +253,74 @@ def build_report(
     comparison = paired_comparison[paired_comparison["regime"] == "instant"]
     taxonomy = error_taxonomy.groupby(["method", "failure_class"])[["count"]].sum().reset_index()
     sections: list[tuple[str, str, pd.DataFrame, str | None]] = [
-        ("RQ1: instant pass@k", "pass@k per subset (rel, gen, spe) and level, pooled over "
-         "the edited APIs, one row per method.", rq1_table(pass_at_k), None),
-        ("RQ2: sequential editing", "pass@1 of each level against the number of edits.",
-         pd.DataFrame(), figure_png(sequential_figure(pass_at_k))),
-        ("RQ3: adoption", "count/samples of each adoption label per method and subset, and "
-         "the new-API reference rate (samples whose completion mentions the new API at all).",
-         rq3_table(adoption_summary), figure_png(adoption_figure(adoption_summary))),
-        ("RQ4: Shapley parts (instant, k = 1)", "change in pass@1 against `none` split into a "
-         "compilation part and a post-compilation part; the parts sum to the change.",
-         instant[["method", "edit_step", "subset", "compile_rate", "pass_rate", "pass_change",
-                  "compile_part", "post_compile_part", "n_problems"]],
-         figure_png(failure_figure(failure_decomposition, error_taxonomy))),
+        (
+            "RQ1: instant pass@k",
+            "pass@k per subset (rel, gen, spe) and level, pooled over "
+            "the edited APIs, one row per method.",
+            rq1_table(pass_at_k),
+            None,
+        ),
+        (
+            "RQ2: sequential editing",
+            "pass@1 of each level against the number of edits.",
+            pd.DataFrame(),
+            figure_png(sequential_figure(pass_at_k)),
+        ),
+        (
+            "RQ3: adoption",
+            "count/samples of each adoption label per method and subset, and "
+            "the new-API reference rate (samples whose completion mentions the new API at all).",
+            rq3_table(adoption_summary),
+            figure_png(adoption_figure(adoption_summary)),
+        ),
+        (
+            "RQ4: Shapley parts (instant, k = 1)",
+            "change in pass@1 against `none` split into a "
+            "compilation part and a post-compilation part; the parts sum to the change.",
+            instant[
+                [
+                    "method",
+                    "edit_step",
+                    "subset",
+                    "compile_rate",
+                    "pass_rate",
+                    "pass_change",
+                    "compile_part",
+                    "post_compile_part",
+                    "n_problems",
+                ]
+            ],
+            figure_png(failure_figure(failure_decomposition, error_taxonomy)),
+        ),
         ("RQ4: error taxonomy", "failed samples per failure class.", taxonomy, None),
-        ("Paired comparison (instant)", "pass@1 difference from `none` and `prepend_doc`, "
-         "with a 95 % bootstrap interval paired by problem.",
-         comparison[["method", "reference", "subset", "level", "difference", "ci_low",
-                     "ci_high", "n_problems", "significant"]], None),
+        (
+            "Paired comparison (instant)",
+            "pass@1 difference from `none` and `prepend_doc`, "
+            "with a 95 % bootstrap interval paired by problem.",
+            comparison[
+                [
+                    "method",
+                    "reference",
+                    "subset",
+                    "level",
+                    "difference",
+                    "ci_low",
+                    "ci_high",
+                    "n_problems",
+                    "significant",
+                ]
+            ],
+            None,
+        ),
         ("Edit costs and token-level metrics", "mean per edit request.", edit_metrics, None),
-        ("Run", "scale, model, seeds and dataset fingerprints (content hashes).",
-         pd.DataFrame(
-             [{"key": k, "value": str(v)} for k, v in {**run_info, **fingerprints}.items()]
-         ), None),
+        (
+            "Run",
+            "scale, model, seeds and dataset fingerprints (content hashes).",
+            pd.DataFrame(
+                [{"key": k, "value": str(v)} for k, v in {**run_info, **fingerprints}.items()]
+            ),
+            None,
+        ),
     ]
     markdown = ["# Study report", "", verdict, ""]
     body = [f"<h1>Study report</h1><p class='verdict'><strong>{html.escape(verdict)}</strong></p>"]
@@ -277,8 +330,11 @@ def build_report(
         if png:
             body.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
         if not table.empty:
-            body.append(table.to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                      border=0, classes="table"))
+            body.append(
+                table.to_html(
+                    index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="table"
+                )
+            )
     style = (
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}"

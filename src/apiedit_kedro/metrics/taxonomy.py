@@ -86,8 +86,15 @@ def error_taxonomy(executions: pd.DataFrame, api_mapping: pd.DataFrame) -> pd.Da
         table="execution_results",
         hint="re-create it with `kedro run --pipeline=evaluation`",
     )
-    columns = [*GROUP_COLUMNS, "failure_class", "count", "n_samples", "n_failures", "share",
-               "share_of_failures"]
+    columns = [
+        *GROUP_COLUMNS,
+        "failure_class",
+        "count",
+        "n_samples",
+        "n_failures",
+        "share",
+        "share_of_failures",
+    ]
     if executions.empty:
         return pd.DataFrame(columns=columns)
     mappings = {m.api_id: m for m in parse_mappings(api_mapping.to_dict("records"))}

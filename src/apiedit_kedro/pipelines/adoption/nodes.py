@@ -20,8 +20,19 @@ from apiedit_kedro.metrics.taxonomy import error_taxonomy
 
 logger = logging.getLogger(__name__)
 
-LEVEL_COLUMNS = ("model", "method", "regime", "edit_step", "api_id", "problem_id", "subset",
-                 "compiles", "asserts_passed", "asserts_total", "full_pass")
+LEVEL_COLUMNS = (
+    "model",
+    "method",
+    "regime",
+    "edit_step",
+    "api_id",
+    "problem_id",
+    "subset",
+    "compiles",
+    "asserts_passed",
+    "asserts_total",
+    "full_pass",
+)
 _REMAKE = "re-create it with `kedro run --pipeline=evaluation`"
 
 
@@ -29,8 +40,12 @@ def label_adoption(
     execution_results: pd.DataFrame, benchmark: pd.DataFrame, api_mapping: pd.DataFrame
 ) -> pd.DataFrame:
     """One adoption label per sample of an edited item."""
-    require_columns(benchmark, ("api_id", "problem_id"), table="benchmark",
-                    hint="re-create it with `kedro run --pipeline=synthesis`")
+    require_columns(
+        benchmark,
+        ("api_id", "problem_id"),
+        table="benchmark",
+        hint="re-create it with `kedro run --pipeline=synthesis`",
+    )
     unknown = sorted(set(execution_results["problem_id"]) - set(benchmark["problem_id"]))
     if unknown:
         raise ValueError(
