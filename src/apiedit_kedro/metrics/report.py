@@ -144,27 +144,65 @@ def figure_png(figure: Figure) -> str:
 # ----------------------------------------------------------------------------- tables
 
 
+def _pooled(pass_at_k: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """pass@k pooled over the groups not in `keys`, weighted by their problems."""
+    pooled = (
+        pass_at_k.assign(mass=pass_at_k["value"] * pass_at_k["n_problems"])
+        .groupby(list(keys))[["mass", "n_problems"]]
+        .sum()
+    )
+    return pooled["mass"] / pooled["n_problems"].where(lambda s: s > 0, 1)
+
+
 def rq1_table(pass_at_k: pd.DataFrame) -> pd.DataFrame:
-    """Instant pass@k: one row per method, columns subset/level@k."""
+    """Instant pass@k: one row per method and subset, one column per level@k."""
     part = pass_at_k[pass_at_k["regime"] == "instant"]
     if part.empty:
         return pd.DataFrame()
-    pooled = (
-        part.assign(mass=part["value"] * part["n_problems"])
-        .groupby(["method", "subset", "level", "k"])[["mass", "n_problems"]]
-        .sum()
-    )
-    pooled["value"] = pooled["mass"] / pooled["n_problems"].where(lambda s: s > 0, 1)
-    table = pooled["value"].unstack(["subset", "level", "k"])
+    table = _pooled(part, ["method", "subset", "level", "k"]).unstack(["level", "k"])
     order = [
-        (s, lvl, k)
-        for s in SUBSETS
-        for lvl in LEVELS
+        (level, k)
+        for level in LEVELS
         for k in sorted(part["k"].unique())
-        if (s, lvl, k) in table.columns
+        if (level, k) in table.columns
     ]
-    table = table.reindex(columns=order).reindex(_method_order(list(table.index)))
-    table.columns = [f"{s[:3]} {lvl}@{k}" for s, lvl, k in order]
+    table = table.reindex(columns=order)
+    table.columns = [f"{level}@{k}" for level, k in order]
+    table = table.reset_index()
+    table["method"] = pd.Categorical(
+        table["method"], _method_order(list(table["method"])), ordered=True
+    )
+    table["subset"] = pd.Categorical(
+        table["subset"], [s for s in SUBSETS if s in set(table["subset"])], ordered=True
+    )
+    return table.sort_values(["method", "subset"]).reset_index(drop=True)
+
+
+def rq2_table(pass_at_k: pd.DataFrame) -> pd.DataFrame:
+    """Sequential pass@1 per method and number of edits, one column per level."""
+    part = pass_at_k[(pass_at_k["regime"] == "sequential") & (pass_at_k["k"] == 1)]
+    if part.empty:
+        return pd.DataFrame()
+    table = _pooled(part, ["method", "edit_step", "level"]).unstack("level")
+    table = table.reindex(columns=[level for level in LEVELS if level in table.columns])
+    table.columns = [f"{level}@1" for level in table.columns]
+    table = table.reset_index()
+    table["method"] = pd.Categorical(
+        table["method"], _method_order(list(table["method"])), ordered=True
+    )
+    return table.sort_values(["method", "edit_step"]).reset_index(drop=True)
+
+
+def taxonomy_table(error_taxonomy: pd.DataFrame) -> pd.DataFrame:
+    """Share of failed samples in each failure class per method (regimes and subsets pooled)."""
+    if error_taxonomy.empty:
+        return pd.DataFrame()
+    counts = error_taxonomy.groupby(["method", "failure_class"])["count"].sum().unstack()
+    counts = counts.reindex(columns=[c for c in FAILURE_CLASSES if c in counts.columns])
+    failures = counts.sum(axis=1)
+    table = counts.div(failures.where(failures > 0, 1), axis=0)
+    table["failures"] = failures.astype(int)
+    table = table.reindex(_method_order(list(table.index)))
     return table.reset_index()
 
 
@@ -251,12 +289,11 @@ def build_report(
     verdict = scale_verdict(pass_at_k, paired_comparison)
     instant = failure_decomposition[failure_decomposition["regime"] == "instant"]
     comparison = paired_comparison[paired_comparison["regime"] == "instant"]
-    taxonomy = error_taxonomy.groupby(["method", "failure_class"])[["count"]].sum().reset_index()
     sections: list[tuple[str, str, pd.DataFrame, str | None]] = [
         (
             "RQ1: instant pass@k",
-            "pass@k per subset (rel, gen, spe) and level, pooled over "
-            "the edited APIs, one row per method.",
+            "pass@k per method, subset and level (k <= samples per problem), pooled over "
+            "the edited APIs.",
             rq1_table(pass_at_k),
             None,
         ),
@@ -292,7 +329,13 @@ def build_report(
             ],
             figure_png(failure_figure(failure_decomposition, error_taxonomy)),
         ),
-        ("RQ4: error taxonomy", "failed samples per failure class.", taxonomy, None),
+        (
+            "RQ4: error taxonomy",
+            "share of the failed samples in each failure class (all "
+            "regimes and subsets) and the number of failed samples.",
+            taxonomy_table(error_taxonomy),
+            None,
+        ),
         (
             "Paired comparison (instant)",
             "pass@1 difference from `none` and `prepend_doc`, "
