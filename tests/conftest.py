@@ -53,3 +53,11 @@ def kedro_project_session(tmp_path: Path) -> Iterator[Callable[..., object]]:
     yield create
     for session in sessions:
         session.close()
+
+
+@pytest.fixture(scope="session")
+def study_root(tmp_path_factory) -> Path:
+    """One full default study run on the tiny environment, shared by every test that reads it."""
+    from tiny_study import run_tiny_study
+
+    return run_tiny_study(tmp_path_factory.mktemp("study"))

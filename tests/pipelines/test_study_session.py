@@ -1,7 +1,7 @@
 """The study end to end in real Kedro sessions on the `tiny` environment.
 
-synthesis (a slice of HumanEval and MBPP) -> instant -> sequential -> evaluation -> adoption with the tiny random
-Llama, the real editing methods, the real sandbox; then method selection with `namespaces`, API
+synthesis (a slice of HumanEval and MBPP) -> instant -> sequential -> evaluation -> adoption with
+the tiny random Llama, the real editing methods, the real sandbox; then method selection with `namespaces`, API
 shards, and resuming a run killed mid-generation (a real subprocess).
 """
 
@@ -15,48 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from design_contracts import EXECUTION_CONTRACT, GENERATION_CONTRACT, PASS_AT_K_CONTRACT
+from tiny_study import PROJECT_ROOT, SLICE
+from tiny_study import latest as _latest
+from tiny_study import mbpp_params as _mbpp_params
 
 from apiedit_kedro.study.regimes import STUDY_METHODS
 
 pytestmark = pytest.mark.slow
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
-SHARED_MBPP = PROJECT_ROOT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
-SLICE = {"synthesis_max_problems": 40}
-
-
-def _mbpp_params() -> dict:
-    if MBPP.exists():
-        return {}
-    if SHARED_MBPP.exists():
-        return {"mbpp_path": str(SHARED_MBPP)}
-    pytest.skip("MBPP is not at data/01_raw/mbpp.jsonl (run scripts/setup.sh)")
-
-
-@pytest.fixture(scope="module")
-def study_root(tmp_path_factory) -> Path:
-    """One full default study run on the tiny environment, shared by the checks below."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    root = tmp_path_factory.mktemp("study")
-    bootstrap_project(PROJECT_ROOT)
-    params = {"data_root": str(root), **SLICE, **_mbpp_params()}
-    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
-        s.run(pipeline_names=["synthesis"])
-    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
-        s.run(pipeline_names=["instant", "sequential", "evaluation", "adoption"])
-    return root
-
-
-def _latest(root: Path, relative: str) -> pd.DataFrame:
-    versions = sorted((root / relative).iterdir())
-    assert versions, f"no version of {relative}"
-    return pd.read_parquet(versions[-1] / Path(relative).name)
 
 
 def test_every_method_and_regime_produces_contract_outputs(study_root):
@@ -230,9 +197,11 @@ def test_adoption_before_any_evaluation_names_the_missing_dataset(tmp_path):
     from apiedit_kedro.hooks import MissingInputError
 
     params = {"data_root": str(tmp_path), **SLICE, **_mbpp_params()}
-    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
-        with pytest.raises(MissingInputError, match="execution_results.*--pipeline=evaluation"):
-            s.run(pipeline_names=["adoption"])
+    with (
+        KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s,
+        pytest.raises(MissingInputError, match=r"execution_results.*--pipeline=evaluation"),
+    ):
+        s.run(pipeline_names=["adoption"])
     assert not (tmp_path / "08_reporting").exists()  # failed before any node ran
 
 
