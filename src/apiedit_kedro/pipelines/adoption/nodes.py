@@ -88,14 +88,17 @@ def compare_with_baselines(
 
 
 def plot_adoption(adoption_summary: pd.DataFrame) -> Figure:
+    """RQ3: the adoption mix per method and subset."""
     return adoption_figure(adoption_summary)
 
 
 def plot_sequential(pass_at_k: pd.DataFrame) -> Figure:
+    """RQ2: pass@1 of each level against the number of sequential edits."""
     return sequential_figure(pass_at_k)
 
 
 def plot_failures(failure_decomposition: pd.DataFrame, error_taxonomy: pd.DataFrame) -> Figure:
+    """RQ4: the Shapley parts and the error taxonomy per method."""
     return failure_figure(failure_decomposition, error_taxonomy)
 
 
