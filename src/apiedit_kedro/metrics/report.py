@@ -217,6 +217,7 @@ def rq3_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = pooled["cell"].unstack("measure")
     measures = [*LABELS, *(f"faulty_adoption/{f}" for f in FAULTS), NEW_API_REFERENCE]
     table = table.reindex(columns=[m for m in measures if m in table.columns])
+    table.columns.name = None
     methods = _method_order(list(table.index.get_level_values("method")))
     table = table.reset_index()
     table["method"] = pd.Categorical(table["method"], methods, ordered=True)
@@ -373,16 +374,15 @@ def build_report(
         if png:
             body.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
         if not table.empty:
-            body.append(
-                table.to_html(
-                    index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="table"
-                )
+            rendered = table.to_html(
+                index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="table"
             )
+            body.append(f"<div class='scroll'>{rendered}</div>")
     style = (
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "img{max-width:100%}.verdict{background:#fff3cd;padding:0.6em}"
+        "img{max-width:100%}.verdict{background:#fff3cd;padding:0.6em}.scroll{overflow-x:auto}"
     )
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Study report</title>"
