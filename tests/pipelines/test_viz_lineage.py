@@ -132,10 +132,6 @@ def test_lineage_renders_in_chromium_and_a_plot_node_opens_its_plot(study_root, 
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"http://127.0.0.1:{server.server_port}/")
             page.wait_for_selector(".pipeline-node", timeout=60_000)
-            page.wait_for_timeout(1500)  # the first-visit tour pops up after the flowchart
-            tour_close = page.locator("button.icon--close")
-            if tour_close.count() and tour_close.first.is_visible():
-                tour_close.first.click()
             names = dict(
                 page.eval_on_selector_all(
                     ".pipeline-node",
