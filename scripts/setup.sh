@@ -17,5 +17,15 @@ mkdir -p data/01_raw
 if [ ! -f data/01_raw/mbpp.jsonl ] && [ -f ../shared/data/mbpp/mbpp.jsonl ]; then
   cp ../shared/data/mbpp/mbpp.jsonl data/01_raw/mbpp.jsonl
 fi
+# The lineage test opens `kedro viz build` in a real browser: Debian's Chromium (playwright drives it
+# through executable_path, so no browser build is downloaded). Installed only where it is missing
+# and apt-get can run (root, or passwordless sudo); elsewhere that test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+  if [ "$SUDO" != none ]; then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+      || echo "setup: could not install chromium; the browser lineage test will skip" >&2
+  fi
+fi
 # Kedro's telemetry plugin asks for consent once per project; this project answers no.
 [ -f .telemetry ] || echo "consent: false" > .telemetry

@@ -59,6 +59,14 @@ def kedro_project_session(tmp_path: Path) -> Iterator[Callable[..., object]]:
         session.close()
 
 
+@pytest.fixture(scope="session")
+def study_root(tmp_path_factory) -> Path:
+    """One full default study run on the tiny environment, shared by every test that reads it."""
+    from tiny_study import run_tiny_study
+
+    return run_tiny_study(tmp_path_factory.mktemp("study"))
+
+
 # ----------------------------------------------------------------- synthesis inputs
 # a slice with several problems per API (re.search, math.sqrt, sorted, ...) and specificity items
 HUMANEVAL_IDS = ["HumanEval/25", "HumanEval/39", "HumanEval/87", "HumanEval/100", "HumanEval/101"]

@@ -25,7 +25,12 @@ def test_project_bootstraps_and_registers_pipelines(project_root):
         registered["__default__"].nodes
         == sum((registered[name] for name in named), Pipeline([])).nodes
     )
-    assert named == {"synthesis", "instant", "sequential", "evaluation"}
+    assert named == {"synthesis", "instant", "sequential", "evaluation", "adoption"}
+    # The study ends by writing its report.
+    default = registered["__default__"]
+    assert "study_report" in default.outputs()
+    [last] = [node for node in default.nodes if "study_report" in node.outputs]
+    assert not set(last.outputs) & default.all_inputs()
 
 
 def test_an_unknown_pipeline_names_the_registered_one_it_resembles(project_root):

@@ -27,3 +27,38 @@ class NodeTimingHooks:
         started = self._started.pop(node.name, None)
         if started is not None:
             logger.info("node %s finished in %.2f s", node.name, time.perf_counter() - started)
+
+
+class MissingInputError(RuntimeError):
+    """A pipeline's input that another pipeline makes has not been made yet."""
+
+
+class MissingInputHooks:
+    """Fails a run at once when an input that another registered pipeline produces is missing.
+
+    Without this, `kedro run --pipeline=adoption` on a fresh data root would fail only when the
+    first node loads `execution_results`, with a versioning error that does not say how to make it.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from kedro.framework.project import pipelines
+
+        producers: dict[str, str] = {}
+        for name, registered in pipelines.items():
+            if name == "__default__":
+                continue
+            for output in registered.all_outputs():
+                producers.setdefault(output, name)
+        missing = [
+            dataset
+            for dataset in sorted(pipeline.inputs())
+            if dataset in producers and dataset in catalog and not catalog.exists(dataset)
+        ]
+        if missing:
+            commands = sorted({f"`kedro run --pipeline={producers[d]}`" for d in missing})
+            raise MissingInputError(
+                f"this run needs {', '.join(missing)}, which no earlier run has made under this "
+                f"data root; make it first with {' and '.join(commands)} (or run the whole study "
+                "with `kedro run`)"
+            )

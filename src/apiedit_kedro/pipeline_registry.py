@@ -7,15 +7,16 @@ exist.
 
 from kedro.pipeline import Pipeline
 
-from apiedit_kedro.pipelines import evaluation, instant, merge, sequential, synthesis
+from apiedit_kedro.pipelines import adoption, editing, evaluation, merge, synthesis
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {
         "synthesis": synthesis.create_pipeline(),
-        "instant": instant.create_pipeline(),
-        "sequential": sequential.create_pipeline(),
+        "instant": editing.create_pipeline("instant"),
+        "sequential": editing.create_pipeline("sequential"),
         "evaluation": evaluation.create_pipeline(),
+        "adoption": adoption.create_pipeline(),
         # `merge` unions the shards of a `kedro fanout` run; it is never part of a one-machine run.
         "merge": merge.create_pipeline(),
     }

@@ -6,10 +6,10 @@ parameters are node inputs, not DAG inputs.
 
 from kedro.config import OmegaConfigLoader
 
-from apiedit_kedro.hooks import NodeTimingHooks
+from apiedit_kedro.hooks import MissingInputHooks, NodeTimingHooks
 from apiedit_kedro.study.selection import shard_tag
 
-HOOKS = (NodeTimingHooks(),)
+HOOKS = (NodeTimingHooks(), MissingInputHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

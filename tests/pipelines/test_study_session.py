@@ -1,7 +1,7 @@
 """The study end to end in real Kedro sessions on the `tiny` environment.
 
-synthesis (a slice of HumanEval and MBPP) -> instant -> sequential -> evaluation with the tiny random
-Llama, the real editing methods, the real sandbox; then method selection with `namespaces`, API
+synthesis (a slice of HumanEval and MBPP) -> instant -> sequential -> evaluation -> adoption with
+the tiny random Llama, the real editing methods, the real sandbox; then method selection with `namespaces`, API
 shards, and resuming a run killed mid-generation (a real subprocess).
 """
 
@@ -15,48 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from design_contracts import EXECUTION_CONTRACT, GENERATION_CONTRACT, PASS_AT_K_CONTRACT
+from tiny_study import PROJECT_ROOT, SLICE
+from tiny_study import latest as _latest
+from tiny_study import mbpp_params as _mbpp_params
 
 from apiedit_kedro.study.regimes import STUDY_METHODS
 
 pytestmark = pytest.mark.slow
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
-SHARED_MBPP = PROJECT_ROOT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
-SLICE = {"synthesis_max_problems": 40}
-
-
-def _mbpp_params() -> dict:
-    if MBPP.exists():
-        return {}
-    if SHARED_MBPP.exists():
-        return {"mbpp_path": str(SHARED_MBPP)}
-    pytest.skip("MBPP is not at data/01_raw/mbpp.jsonl (run scripts/setup.sh)")
-
-
-@pytest.fixture(scope="module")
-def study_root(tmp_path_factory) -> Path:
-    """One full default study run on the tiny environment, shared by the checks below."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    root = tmp_path_factory.mktemp("study")
-    bootstrap_project(PROJECT_ROOT)
-    params = {"data_root": str(root), **SLICE, **_mbpp_params()}
-    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
-        s.run(pipeline_names=["synthesis"])
-    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
-        s.run(pipeline_names=["instant", "sequential", "evaluation"])
-    return root
-
-
-def _latest(root: Path, relative: str) -> pd.DataFrame:
-    versions = sorted((root / relative).iterdir())
-    assert versions, f"no version of {relative}"
-    return pd.read_parquet(versions[-1] / Path(relative).name)
 
 
 def test_every_method_and_regime_produces_contract_outputs(study_root):
@@ -177,3 +144,74 @@ def test_a_killed_run_resumes_without_regenerating(study_root, tmp_path):
     assert int(counts[0].group(1)) >= 3  # the killed run's samples are reused...
     generated = sum(int(match.group(3)) for match in counts)
     assert generated == _cache_rows(cache) - kept  # ...and never generated again
+
+
+def test_adoption_outputs_cover_every_edited_sample(study_root):
+    from apiedit_kedro.metrics.adoption import LABELS
+
+    results = _latest(study_root, "08_reporting/tiny/all/execution_results.parquet")
+    labels = _latest(study_root, "08_reporting/tiny/all/adoption_labels.parquet")
+    edited = results[results["subset"] != "specificity"]
+    assert len(labels) == len(edited)
+    assert set(labels["label"]) <= set(LABELS)
+    summary = _latest(study_root, "08_reporting/tiny/all/adoption_summary.parquet")
+    assert set(summary["method"]) == set(STUDY_METHODS)
+    assert "new_api_reference" in set(summary["measure"])
+    parts = _latest(study_root, "08_reporting/tiny/all/failure_decomposition.parquet")
+    assert "none" not in set(parts["method"]) and len(parts) > 0
+    total = parts["compile_part"] + parts["post_compile_part"]
+    assert (total - parts["pass_change"]).abs().max() < 1e-12
+    taxonomy = _latest(study_root, "08_reporting/tiny/all/error_taxonomy.parquet")
+    failed = (~results["full_pass"]).sum()
+    assert taxonomy["count"].sum() == failed
+    comparison = _latest(study_root, "08_reporting/tiny/all/paired_comparison.parquet")
+    assert set(comparison["reference"]) == {"none", "prepend_doc"}
+
+
+def test_study_report_is_self_contained_and_says_the_scale_is_too_small(study_root):
+    report = (study_root / "08_reporting/tiny/all/study_report.html").read_text()
+    for heading in ("RQ1", "RQ2", "RQ3", "RQ4", "Edit costs", "Run"):
+        assert f"<h2>{heading}" in report
+    assert "too small to conclude anything" in report
+    assert report.count("data:image/png;base64,") == 3
+    assert not re.search(r"""(src|href)=['"](?!data:)""", report)  # nothing to fetch
+    markdown = (study_root / "08_reporting/tiny/all/study_report.md").read_text()
+    assert "| method | subset | correct_adoption |" in markdown
+    for plot in ("adoption_plot", "sequential_plot", "failure_plot"):
+        assert (study_root / f"08_reporting/tiny/all/{plot}.png").stat().st_size > 1000
+
+
+def test_adoption_regenerates_from_stored_datasets(study_root, tmp_path):
+    from kedro.framework.session import KedroSession
+
+    report = study_root / "08_reporting/tiny/all/study_report.html"
+    report.unlink()
+    params = {"data_root": str(study_root), **SLICE, **_mbpp_params()}
+    with KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s:
+        s.run(pipeline_names=["adoption"])
+    assert report.exists()
+
+
+def test_adoption_before_any_evaluation_names_the_missing_dataset(tmp_path):
+    from kedro.framework.session import KedroSession
+
+    from apiedit_kedro.hooks import MissingInputError
+
+    params = {"data_root": str(tmp_path), **SLICE, **_mbpp_params()}
+    with (
+        KedroSession.create(project_path=PROJECT_ROOT, env="tiny", runtime_params=params) as s,
+        pytest.raises(MissingInputError, match=r"execution_results.*--pipeline=evaluation"),
+    ):
+        s.run(pipeline_names=["adoption"])
+    assert not (tmp_path / "08_reporting").exists()  # failed before any node ran
+
+
+def test_execution_results_without_label_columns_fail_naming_them(study_root):
+    from apiedit_kedro.metrics.adoption import MissingColumnsError
+    from apiedit_kedro.pipelines.adoption.nodes import label_adoption
+
+    results = _latest(study_root, "08_reporting/tiny/all/execution_results.parquet")
+    benchmark = _latest(study_root, "03_primary/benchmark.parquet")
+    mapping = _latest(study_root, "03_primary/api_mapping.parquet")
+    with pytest.raises(MissingColumnsError, match="completion, world_api_ids"):
+        label_adoption(results.drop(columns=["completion", "world_api_ids"]), benchmark, mapping)

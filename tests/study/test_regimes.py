@@ -15,13 +15,13 @@ from design_contracts import EXECUTION_CONTRACT, GENERATION_CONTRACT
 from apiedit_kedro.editing import weight_checksum
 from apiedit_kedro.models.cache import GenerationCache
 from apiedit_kedro.models.prompts import HUMANEVAL_STOP_SEQUENCES
+from apiedit_kedro.pipelines.editing.nodes import run_regime
 from apiedit_kedro.pipelines.evaluation.nodes import (
     combine_execution_results,
     compute_pass_at_k,
     execute_generations,
     summarise_edit_metrics,
 )
-from apiedit_kedro.pipelines.study_nodes import run_regime
 from apiedit_kedro.study.store import JsonStore
 
 STUDY = {"seed": 0, "max_apis": None, "max_problems_per_subset": 1, "specificity_sample": 1}

@@ -26,6 +26,9 @@ from apiedit_kedro.study.store import JsonStore
 logger = logging.getLogger(__name__)
 
 WORLDS = ("edited", "pristine")
+# Generation columns carried into `execution_results` so that adoption labels can read the
+# completion's AST and the sample's world without re-joining the generations.
+STATIC_EVIDENCE_KEYS = ("completion", "program", "world_api_ids")
 
 
 def _request_key(request: Mapping[str, Any]) -> str:
@@ -173,6 +176,7 @@ def execution_table(
     for position, generation in enumerate(generations.to_dict("records")):
         edited, pristine = results[2 * position], results[2 * position + 1]
         row = {key: generation[key] for key in GENERATION_KEYS}
+        row.update({key: generation[key] for key in STATIC_EVIDENCE_KEYS})
         row["world"] = "edited"
         row.update({field: edited[field] for field in RESULT_FIELDS})
         row["pristine_compiles"] = pristine["compiles"]
@@ -181,6 +185,7 @@ def execution_table(
         rows.append(row)
     columns = [
         *GENERATION_KEYS,
+        *STATIC_EVIDENCE_KEYS,
         "world",
         *RESULT_FIELDS,
         "pristine_compiles",

@@ -1,4 +1,4 @@
-"""Node functions shared by the `instant` and `sequential` pipelines (one template per regime).
+"""Nodes of the `instant` and `sequential` pipelines (one template per regime).
 
 Each method namespace runs one node per regime: load the model card, select the shard's edit
 requests, then hand over to `apiedit_kedro.study.regimes`. The model is loaded inside the node, not

@@ -1,4 +1,5 @@
-"""One template per regime, instantiated under one namespace per method (kedro-conventions §3).
+"""The `instant` and `sequential` pipelines: one template per regime, instantiated under one
+namespace per method (kedro-conventions §3).
 
 Shared inputs (the benchmark, the model card, the caches) stay un-prefixed; `params:hparams`
 becomes `params:<method>.hparams` and the outputs become `<method>.<regime>_generations` and
@@ -9,7 +10,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from apiedit_kedro.pipelines.study_nodes import run_regime
+from apiedit_kedro.pipelines.editing.nodes import run_regime
 from apiedit_kedro.study.regimes import STUDY_METHODS
 
 SHARED_INPUTS = {
@@ -59,8 +60,8 @@ def regime_template(regime: str, method: str) -> Pipeline:
     )
 
 
-def create_regime_pipeline(regime: str) -> Pipeline:
-    """Every method's namespace for one regime."""
+def create_pipeline(regime: str, **kwargs) -> Pipeline:
+    """Every method's namespace for one regime (`instant` or `sequential`)."""
     return sum(
         (
             Pipeline(
