@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from apiedit_kedro.cli import cli
+from apiedit_kedro.metrics.adoption import label_executions
 from apiedit_kedro.metrics.pass_at_k import pass_at_k_table
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 
@@ -172,6 +173,17 @@ def test_sharded_fanout_merges_to_the_unsharded_study(synthesised, tmp_path, ray
         _comparable(want, pass_keys),
         check_like=True,
     )
+    # The adoption pipeline ran on the merged tables: its labels are those of the unsharded run's
+    # executions, and the merged study has its own report.
+    api_mapping = _latest(f"{sharded}/03_primary/api_mapping.parquet/*/*")
+    label_keys = ["method", "regime", "edit_step", "api_id", "problem_id", "sample_idx"]
+    pd.testing.assert_frame_equal(
+        _comparable(_latest(f"{merged}/adoption_labels.parquet/*/*"), label_keys),
+        _comparable(label_executions(expected.reset_index(drop=True), api_mapping), label_keys),
+        check_like=True,
+    )
+    assert {"none", "rome"} <= set(_latest(f"{merged}/adoption_summary.parquet/*/*")["method"])
+    assert "rome" in Path(merged, "study_report.html").read_text()
     for regime in ("instant", "sequential"):
         logs = pd.concat(
             [_latest(f"{base}/{m}/{regime}_edit_log.parquet/*/*") for m in ("none", "rome")]
