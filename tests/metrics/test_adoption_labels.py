@@ -30,6 +30,7 @@ SUB = {
     "new_signature": "re.substitute_v2(*, pattern, repl, string, count=0, flags=0)",
     "doc": "re.substitute_v2 replaces re.sub; pattern, repl and string are keyword-only.",
     "impl": json.dumps({"usage": "keyword_only", "names": ["pattern", "repl", "string"]}),
+    "seq_order": 1,
 }
 SEARCH = {
     "api_id": "re.search",
@@ -40,6 +41,7 @@ SEARCH = {
     "new_signature": "my_re_search(string, pattern, flags=0)",
     "doc": "my_re_search(string, pattern) replaces re.search.",
     "impl": json.dumps({"usage": "reorder", "order": [1, 0]}),
+    "seq_order": 0,
 }
 
 # name -> (completion, expected label, expected fault, expected failure class)
@@ -133,7 +135,12 @@ def executions() -> pd.DataFrame:
     benchmark = pd.DataFrame(
         [
             {
+                # the re.sub item, validated in the sequential world after re.search and re.sub
+                "item_id": "HumanEval/hand@re.sub",
                 "problem_id": "HumanEval/hand",
+                "api_id": "re.sub",
+                "world_api_ids": ["re.sub"],
+                "sequential_steps": [2],
                 "tests": TESTS,
                 "test_setup": "",
                 "prompt": PROMPT,
