@@ -58,20 +58,15 @@ def _load_study_inputs(env: str, runtime_params: dict):
 
 
 def _problems_per_api(edit_requests, benchmark, max_per_subset: int | None) -> list[int]:
+    """Per API in `seq_order`: the items an instant run generates for (the regimes' own selection)."""
+    from apiedit_kedro.study.selection import problems_for_api
+
     ordered = edit_requests.sort_values("seq_order", kind="stable")
-    counts = []
-    for api_id in dict.fromkeys(ordered["api_id"]):  # an API has one request per reliability item
-        rows = benchmark[benchmark["api_id"] == api_id]
-        per_subset = rows.groupby("subset").size()
-        counts.append(
-            sum(
-                int(per_subset.get(subset, 0))
-                if max_per_subset is None
-                else min(int(per_subset.get(subset, 0)), int(max_per_subset))
-                for subset in ("reliability", "generalization")
-            )
-        )
-    return counts
+    # an API has one request per reliability item
+    return [
+        len(problems_for_api(benchmark, api_id, max_per_subset))
+        for api_id in dict.fromkeys(ordered["api_id"])
+    ]
 
 
 def _kedro(env: str, pipeline: str, params: dict, log_path: Path) -> None:

@@ -75,6 +75,17 @@ def mappings(api_catalog):
     return {m.api_id: m for m in parse_mappings(catalog_to_records(api_catalog))}
 
 
+def _edited_world_request(code: str, tests: list[str], world: list[dict]) -> dict:
+    return {
+        "code": code,
+        "tests": tests,
+        "setup": "",
+        "world": "edited",
+        "mappings": world,
+        "timeout_s": 10.0,
+    }
+
+
 def _problems() -> pd.DataFrame:
     rows = [
         {
@@ -158,15 +169,7 @@ def test_values_made_the_old_way_are_instances_of_the_relocated_class(api_catalo
         "assert kinds({}) == (False, True, True, True)",
         "assert kinds('x') == (False, False, True, True)",
     ]
-    request = {
-        "code": program,
-        "tests": tests,
-        "setup": "",
-        "world": "edited",
-        "mappings": world,
-        "timeout_s": 10.0,
-    }
-    [result] = execute([request], workers=1, progress=False)
+    [result] = execute([_edited_world_request(program, tests, world)], workers=1, progress=False)
     assert result["full_pass"], result["error_message"]
     assert result["asserts_passed"] == 4
 
@@ -182,14 +185,11 @@ def test_constants_and_unsubclassable_classes_live_on_under_their_new_names(api_
         "old_class": "def f():\n    return bool(1)\n",
     }
     requests = [
-        {
-            "code": code,
-            "tests": ["assert f() == (3.14, True, True, 6)"] if name == "new" else ["assert f()"],
-            "setup": "",
-            "world": "edited",
-            "mappings": world,
-            "timeout_s": 10.0,
-        }
+        _edited_world_request(
+            code,
+            ["assert f() == (3.14, True, True, 6)"] if name == "new" else ["assert f()"],
+            world,
+        )
         for name, code in programs.items()
     ]
     results = dict(zip(programs, execute(requests, workers=1, progress=False), strict=True))

@@ -65,6 +65,11 @@ def sequential_order(api_ids: Sequence[str], seed: int) -> list[str]:
     return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
 
 
+def _problem(problems: pd.DataFrame, problem_id: str) -> Any:
+    """One pool problem as a row tuple (`problems` is indexed by problem_id, the column kept)."""
+    return next(problems.loc[[problem_id]].itertuples(index=False))
+
+
 class _Batch:
     """Checks and their sandbox requests, run in one `execute` call."""
 
@@ -143,7 +148,7 @@ def validate_instant(
             expect_pass=True,
         )
     for item in items.itertuples(index=False):
-        problem = next(problems.loc[[item.problem_id]].itertuples(index=False))
+        problem = _problem(problems, item.problem_id)
         world = [mappings[item.api_id]]
         for check, code, in_world, expect in (
             ("new_instant", item.reference_new, world, True),
@@ -197,14 +202,18 @@ def validate_sequential(
     specificity_ids: Sequence[str],
     mappings: Mapping[str, ApiMapping],
     settings: SynthesisSettings,
-) -> tuple[pd.DataFrame, list[Exclusion]]:
-    """Stage 2: each problem in every validated checkpoint world after one of its APIs is edited."""
+) -> pd.DataFrame:
+    """Stage 2: each problem in every validated checkpoint world after one of its APIs is edited.
+
+    A world the problem cannot be rewritten for (its tests use a removed API, or the rewrite is not
+    mechanical) is a failed `new_sequential` check at step -1, with the reason as its message.
+    """
     problems = pool.set_index("problem_id", drop=False)
     position = {api_id: index for index, api_id in enumerate(order)}
     batch, excluded = _Batch(settings.validation), []
     steps = validated_steps(len(order), settings.all_sequential_steps_up_to)
     for problem_id, group in valid_items.groupby("problem_id", sort=True):
-        problem = next(problems.loc[[problem_id]].itertuples(index=False))
+        problem = _problem(problems, problem_id)
         first_edit = min(position[api_id] for api_id in group["api_id"]) + 1
         problem_apis = set(as_list(group["problem_api_ids"].iloc[0]))
         test_apis = set(as_list(group["test_api_ids"].iloc[0]))
@@ -236,7 +245,7 @@ def validate_sequential(
             )
     full_world = [mappings[api_id] for api_id in order]
     for problem_id in specificity_ids:
-        problem = next(problems.loc[[problem_id]].itertuples(index=False))
+        problem = _problem(problems, problem_id)
         batch.add(
             problem,
             api_id="",
@@ -251,4 +260,26 @@ def validate_sequential(
         len(batch.requests),
         len(steps),
     )
-    return batch.execute(), excluded
+    not_rewritable = pd.DataFrame(
+        [
+            {
+                "problem_id": e.problem_id,
+                "api_id": e.api_id,
+                "check": "new_sequential",
+                "step": -1,
+                "expect_pass": True,
+                "full_pass": False,
+                "ok": False,
+                "error_type": "not rewritable",
+                "error_message": e.reason[:300],
+                "asserts_passed": 0,
+                "asserts_total": 0,
+                "seconds": 0.0,
+                "program": "",
+            }
+            for e in excluded
+        ],
+        columns=VALIDATION_COLUMNS,
+    )
+    frames = [frame for frame in (batch.execute(), not_rewritable) if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else not_rewritable

@@ -7,16 +7,11 @@ same pipeline and catalog on the first 40 problems of each source (`synthesis_ma
 from pathlib import Path
 
 import pandas as pd
-import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
-MBPP_COPIES = [ROOT / "data/01_raw/mbpp.jsonl", ROOT.parent / "shared/data/mbpp/mbpp.jsonl"]
+from kedro_helpers import mbpp_path
 
 
 def test_session_runs_synthesis_into_the_data_root(kedro_project_session, tmp_path):
-    mbpp = next((path for path in MBPP_COPIES if path.is_file()), None)
-    if mbpp is None:
-        pytest.skip("MBPP is not present (data/01_raw/mbpp.jsonl or ../shared/data/mbpp)")
+    mbpp = mbpp_path()
     data_root = tmp_path / "data"
     session = kedro_project_session(
         runtime_params={

@@ -17,17 +17,13 @@ from apiedit_kedro.metrics.report import (
     sequential_figure,
 )
 from apiedit_kedro.metrics.taxonomy import error_taxonomy
+from apiedit_kedro.study.contracts import GENERATION_KEYS
 
 logger = logging.getLogger(__name__)
 
+# a sample's keys but its index (rates are per group), then its verdict
 LEVEL_COLUMNS = (
-    "model",
-    "method",
-    "regime",
-    "edit_step",
-    "api_id",
-    "problem_id",
-    "subset",
+    *(key for key in GENERATION_KEYS if key != "sample_idx"),
     "compiles",
     "asserts_passed",
     "asserts_total",

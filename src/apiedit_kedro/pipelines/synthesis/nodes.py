@@ -146,7 +146,7 @@ def validate_in_sandbox(
     stage_one = validate_instant(pool, item_candidates, mappings, settings.validation)
     valid, surviving = instant_valid_items(item_candidates, stage_one, settings.min_items_per_api)
     order = sequential_order(sorted(surviving), settings.seed)
-    stage_two, excluded = validate_sequential(
+    stage_two = validate_sequential(
         pool,
         valid,
         order,
@@ -154,28 +154,7 @@ def validate_in_sandbox(
         mappings,
         settings,
     )
-    not_rewritable = pd.DataFrame(
-        [
-            {
-                "problem_id": e.problem_id,
-                "api_id": e.api_id,
-                "check": "new_sequential",
-                "step": -1,
-                "expect_pass": True,
-                "full_pass": False,
-                "ok": False,
-                "error_type": "not rewritable",
-                "error_message": e.reason[:300],
-                "asserts_passed": 0,
-                "asserts_total": 0,
-                "seconds": 0.0,
-                "program": "",
-            }
-            for e in excluded
-        ],
-        columns=stage_one.columns,
-    )
-    frames = [frame for frame in (stage_one, stage_two, not_rewritable) if not frame.empty]
+    frames = [frame for frame in (stage_one, stage_two) if not frame.empty]
     validation = pd.concat(frames, ignore_index=True)
     return validation.sort_values(["problem_id", "api_id", "check", "step"], ignore_index=True)
 
