@@ -1,17 +1,30 @@
-"""Edit cost on the embedded Gemma 3 270M on CPU: time and peak memory of one edit per method,
-and covariance collection cold versus cached.
+"""Edit cost and edit quality per method on the embedded Gemma 3 270M on CPU, over a fixed set of
+held-out edit requests, for the current code and (optionally) an earlier checkout of it.
 
-The request is a realistic code edit (``os.path.join`` -> ``my_os_path_join`` with a list). Each
-method runs in its own fresh process (so memory freed by one method cannot hide another's peak):
-the child loads the model and the cached covariance, samples the context templates once (timed
-separately: a run does this once per model), then edits the unedited model once (hyperparameters
-from conf/base/parameters_editing.yml), scores it with the token-level edit metrics and restores it
-(the weight checksum is verified). Peak memory is the process RSS high-water sampled every 5 ms
-during the edit (tracemalloc cannot see torch allocations), reported as the increase over the RSS
-before the edit. Covariance uses a small token budget so the benchmark finishes in minutes; the
-budget is in the output.
+The requests (``benchmarks/edit_cost_requests.json``, 12 of them) were drawn once from the
+synthesized benchmark's edit requests with ``--freeze-from``: one request per API, 12 APIs chosen
+with a seeded shuffle. They are held out in the sense that matters: no hyperparameter in
+``conf/base/parameters_editing.yml`` was chosen by looking at them (the policy derives every small
+model's values from the published 7B configs).
 
-Usage: python benchmarks/edit_cost.py [--token-budget 8000] [--threads 1] [--methods rome,memit,...]
+Each (code tree, method) runs in its own fresh process, so memory freed by one method cannot hide
+another's peak. The child loads the model and its covariance (computed into a cache directory per
+tree, so the cold/cached timing is the current tree's), samples the context templates once (timed
+apart: a run does it once per model), then for every request edits the unedited model, scores it
+and restores it (the weight checksum is verified after every restore). Per request it records:
+
+- success: the greedy continuation of the prompt starts with ``target_new``;
+- rewrite / rephrase accuracy (teacher-forced, the study's ``metrics.edit_metrics``), locality
+  (share of the request's locality prompts whose next token is unchanged);
+- seconds of the edit and the process RSS high-water mark, sampled every 5 ms (tracemalloc cannot
+  see torch allocations), reported as the increase over the RSS before the first edit.
+
+``--baseline-tree PATH`` also runs every method from another checkout (its ``src/`` first on
+``PYTHONPATH`` and its own ``conf/base/parameters_editing.yml``), scored by that checkout's metrics;
+the table then shows both, measured in the same run on the same machine.
+
+Usage: python benchmarks/edit_cost.py [--token-budget 8000] [--threads 1] [--methods rome,...]
+       [--baseline-tree /path/to/older/checkout]
 Prints a table and one summary line; writes benchmarks/results/edit_cost.json.
 """
 
@@ -22,6 +35,8 @@ import json
 import logging
 import os
 import platform
+import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +55,6 @@ from apiedit_kedro.editing import (
     load_or_compute_covariance,
     weight_checksum,
 )
-from apiedit_kedro.editing.grace import query_at
 from apiedit_kedro.editing.target import context_prefixes
 from apiedit_kedro.metrics.edit_metrics import locality, next_token_predictions, rewrite_accuracy
 from apiedit_kedro.models.loading import load_model
@@ -49,16 +63,19 @@ logger = logging.getLogger("edit_cost")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_PATH = ROOT / "benchmarks" / "results" / "edit_cost.json"
-REQUEST = {
-    "edit_id": "os.path.join",
-    "prompt": "import os\n\ndef build(root, name):\n    return ",
-    "target_new": "my_os_path_join([root, name])",
-}
-LOCALITY_PROMPTS = [
-    "def add(a, b):\n    return ",
-    "import math\n\ndef area(r):\n    return math.",
-    "for i in range(10):\n    print(",
-]
+REQUESTS_PATH = ROOT / "benchmarks" / "edit_cost_requests.json"
+REQUEST_FIELDS = (
+    "edit_id",
+    "api_id",
+    "prompt",
+    "target_new",
+    "subject",
+    "rephrase_prompts",
+    "rephrase_targets",
+    "locality_prompts",
+)
+FREEZE_SEED = 2511
+FREEZE_COUNT = 12
 
 
 class PeakRss:
@@ -87,81 +104,67 @@ class PeakRss:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def _greedy(model, tokenizer, prompt: str, tokens: int) -> str:
+def freeze_requests(parquet: Path, output: Path) -> list[dict]:
+    """Draw the fixed request set from a synthesized ``edit_requests`` parquet file."""
+    import pandas as pd
+
+    table = pd.read_parquet(parquet)
+    missing = [c for c in REQUEST_FIELDS if c not in table.columns]
+    if missing:
+        raise SystemExit(f"{parquet}: edit_requests lacks columns {missing}; re-run synthesis")
+    apis = sorted(table["api_id"].unique())
+    random.Random(FREEZE_SEED).shuffle(apis)
+    chosen = []
+    for api in apis[:FREEZE_COUNT]:
+        row = table[table["api_id"] == api].sort_values("edit_id").iloc[0]
+        chosen.append(
+            {
+                field: [str(v) for v in row[field]]
+                if field.endswith(("prompts", "targets"))
+                else str(row[field])
+                for field in REQUEST_FIELDS
+            }
+        )
+    output.write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
+
+
+def _greedy_success(model, tokenizer, prompt: str, target: str) -> tuple[bool, str]:
     ids = tokenizer(prompt, return_tensors="pt")
+    budget = len(tokenizer(target, add_special_tokens=False)["input_ids"]) + 2
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=tokens, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        out = model.generate(**ids, max_new_tokens=budget, do_sample=False)
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    return text.startswith(target), text
+
+
+def _rephrase_accuracy(model, tokenizer, request: dict) -> float:
+    scores = [
+        rewrite_accuracy(model, tokenizer, prompt, target)
+        for prompt, target in zip(
+            request["rephrase_prompts"], request["rephrase_targets"], strict=True
+        )
+    ]
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def _scores(model, tokenizer, request: dict, locality_before: list[int]) -> dict:
+    success, continuation = _greedy_success(
+        model, tokenizer, request["prompt"], request["target_new"]
+    )
+    return {
+        "success": success,
+        "continuation": continuation,
+        "rewrite_acc": rewrite_accuracy(model, tokenizer, request["prompt"], request["target_new"]),
+        "rephrase_acc": _rephrase_accuracy(model, tokenizer, request),
+        "locality": locality(model, tokenizer, request["locality_prompts"], locality_before),
+    }
 
 
 def _model_card() -> dict:
     path = ROOT / "conf" / "base" / "parameters_model.yml"
     card = yaml.safe_load(path.read_text())["model"]
     return {**card, "device": "cpu"}
-
-
-def _covariance(model, tokenizer, params: dict, budget: int, directory: Path) -> tuple:
-    layers = covariance_layers(params)
-    settings = params["covariance"]
-    timings = {}
-    stats = None
-    for label in ("cold", "cached"):
-        started = time.perf_counter()
-        stats = load_or_compute_covariance(
-            model,
-            tokenizer,
-            layers,
-            corpus=settings["corpus"],
-            token_budget=budget,
-            max_len=settings["max_len"],
-            cache_dir=directory,
-        )
-        timings[label] = time.perf_counter() - started
-        assert stats.metadata["cache"] == ("miss" if label == "cold" else "hit")
-    return stats, {
-        "layers": layers,
-        "token_budget": budget,
-        "seconds_cold": timings["cold"],
-        "seconds_cached": timings["cached"],
-    }
-
-
-def _edit_once(model, tokenizer, method: str, params: dict, covariance, baseline: dict) -> dict:
-    checksum = weight_checksum(model)
-    rss_before = psutil.Process().memory_info().rss
-    with PeakRss() as peak:
-        started = time.perf_counter()
-        result = apply_edits(
-            model,
-            tokenizer,
-            [REQUEST],
-            method=method,
-            hparams=params[method],
-            covariance=covariance,
-        )
-        seconds = time.perf_counter() - started
-    # GRACE's replace_last queries a forward's last position; teacher forcing names the prompt's
-    with query_at(model, len(tokenizer(REQUEST["prompt"])["input_ids"]) - 1):
-        accuracy = rewrite_accuracy(model, tokenizer, REQUEST["prompt"], REQUEST["target_new"])
-    continuation = _greedy(model, tokenizer, REQUEST["prompt"], 12)
-    kept = locality(model, tokenizer, LOCALITY_PROMPTS, baseline["locality_predictions"])
-    result.restore(model)
-    assert weight_checksum(model) == checksum, f"{method}: restore was not exact"
-    stats = result.stats[0]
-    return {
-        "method": method,
-        "seconds": seconds,
-        "peak_rss_mb": peak.peak / 2**20,
-        "extra_rss_mb": (peak.peak - rss_before) / 2**20,
-        "final_loss": stats["final_loss"],
-        "delta_norm": stats["delta_norm"],
-        "rewrite_acc_before": baseline["rewrite_acc"],
-        "rewrite_acc_after": accuracy,
-        "greedy_starts_with_target": continuation.startswith(REQUEST["target_new"]),
-        "greedy_continuation": continuation,
-        "locality": kept,
-        "restore_exact": True,
-    }
 
 
 def _load(threads: int):
@@ -171,24 +174,26 @@ def _load(threads: int):
     return loaded, time.perf_counter() - started
 
 
-def _child(args, params: dict) -> None:
-    """Measure one method in this (fresh) process; writes one JSON row to stdout."""
-    loaded, _ = _load(args.threads)
-    model, tokenizer = loaded.model, loaded.tokenizer
+def _covariance(model, tokenizer, params: dict, budget: int, directory: Path):
     settings = params["covariance"]
-    covariance = load_or_compute_covariance(
+    return load_or_compute_covariance(
         model,
         tokenizer,
         covariance_layers(params),
         corpus=settings["corpus"],
-        token_budget=args.token_budget,
+        token_budget=budget,
         max_len=settings["max_len"],
-        cache_dir=args.cache_dir,
+        cache_dir=directory,
     )
-    baseline = {
-        "rewrite_acc": rewrite_accuracy(model, tokenizer, REQUEST["prompt"], REQUEST["target_new"]),
-        "locality_predictions": next_token_predictions(model, tokenizer, LOCALITY_PROMPTS),
-    }
+
+
+def _child(args) -> None:
+    """Measure one method over every request in this (fresh) process; one JSON line to stdout."""
+    params = yaml.safe_load(args.params.read_text())
+    requests = json.loads(REQUESTS_PATH.read_text())
+    loaded, _ = _load(args.threads)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    covariance = _covariance(model, tokenizer, params, args.token_budget, args.cache_dir)
     hparams = params[args.only]["hparams"]
     template_seconds = 0.0
     if "context_template_length_params" in hparams:
@@ -197,9 +202,127 @@ def _child(args, params: dict) -> None:
             model, tokenizer, hparams["context_template_length_params"], int(hparams.get("seed", 0))
         )
         template_seconds = time.perf_counter() - started
-    row = _edit_once(model, tokenizer, args.only, params, covariance, baseline)
-    row["template_seconds"] = template_seconds
-    sys.stdout.write(json.dumps(row) + "\n")
+    checksum = weight_checksum(model)
+    rss_before = psutil.Process().memory_info().rss
+    peak_rss = rss_before
+    rows = []
+    for request in requests:
+        locality_before = next_token_predictions(model, tokenizer, request["locality_prompts"])
+        before = _scores(model, tokenizer, request, locality_before)
+        with PeakRss() as peak:
+            started = time.perf_counter()
+            result = apply_edits(
+                model,
+                tokenizer,
+                [{k: request[k] for k in ("edit_id", "prompt", "target_new", "subject")}],
+                method=args.only,
+                hparams=params[args.only],
+                covariance=covariance,
+            )
+            seconds = time.perf_counter() - started
+        peak_rss = max(peak_rss, peak.peak)
+        after = _scores(model, tokenizer, request, locality_before)
+        result.restore(model)
+        if weight_checksum(model) != checksum:
+            raise SystemExit(f"{args.only}: restore after {request['edit_id']} was not exact")
+        rows.append(
+            {
+                "edit_id": request["edit_id"],
+                "seconds": seconds,
+                "success_before": before["success"],
+                "rewrite_acc_before": before["rewrite_acc"],
+                "rephrase_acc_before": before["rephrase_acc"],
+                **{k: after[k] for k in ("success", "continuation", "rewrite_acc")},
+                **{k: after[k] for k in ("rephrase_acc", "locality")},
+            }
+        )
+        logger.info(
+            "%s %s: %.1fs success=%s rewrite %.2f",
+            args.only,
+            request["edit_id"],
+            seconds,
+            after["success"],
+            after["rewrite_acc"],
+        )
+    summary = {
+        "method": args.only,
+        "requests": len(rows),
+        "successes": sum(r["success"] for r in rows),
+        "successes_before": sum(r["success_before"] for r in rows),
+        "seconds_mean": statistics.mean(r["seconds"] for r in rows),
+        "seconds_median": statistics.median(r["seconds"] for r in rows),
+        "template_seconds": template_seconds,
+        "peak_rss_mb": peak_rss / 2**20,
+        "extra_rss_mb": (peak_rss - rss_before) / 2**20,
+        **{
+            # a request without rephrase prompts has NaN there and is left out of that mean
+            f"{metric}_mean": statistics.mean(r[metric] for r in rows if r[metric] == r[metric])
+            for metric in (
+                "rewrite_acc_before",
+                "rewrite_acc",
+                "rephrase_acc_before",
+                "rephrase_acc",
+                "locality",
+            )
+        },
+        "per_request": rows,
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def _run_method(label: str, tree: Path, method: str, args, cache_dir: Path) -> dict:
+    params_path = tree / "conf" / "base" / "parameters_editing.yml"
+    if not params_path.is_file():
+        raise SystemExit(f"{label} tree {tree}: no conf/base/parameters_editing.yml")
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        method,
+        "--params",
+        str(params_path),
+        "--cache-dir",
+        str(cache_dir),
+        "--token-budget",
+        str(args.token_budget),
+        "--threads",
+        str(args.threads),
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    completed = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=environment
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"{label} {method} failed:\n{completed.stderr[-4000:]}")
+    row = json.loads(completed.stdout.strip().splitlines()[-1])
+    row["tree"] = label
+    row["load_average_1m_after"] = os.getloadavg()[0]
+    logger.info(
+        "%s %s: %d/%d successes, %.1f s/edit, +%.0f MB",
+        label,
+        method,
+        row["successes"],
+        row["requests"],
+        row["seconds_mean"],
+        row["extra_rss_mb"],
+    )
+    return row
+
+
+def _table(rows: list[dict]) -> list[str]:
+    lines = [
+        f"{'code':<8} {'method':<6} {'success':>8} {'rewrite':>11} {'rephrase':>11} "
+        f"{'locality':>8} {'s/edit':>7} {'templ s':>7} {'+RSS MB':>8}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['tree']:<8} {r['method']:<6} {r['successes']:>3}/{r['requests']:<4} "
+            f"{r['rewrite_acc_before_mean']:.2f}->{r['rewrite_acc_mean']:.2f} "
+            f"{r['rephrase_acc_before_mean']:.2f}->{r['rephrase_acc_mean']:.2f} "
+            f"{r['locality_mean']:>8.2f} {r['seconds_mean']:>7.1f} {r['template_seconds']:>7.1f} "
+            f"{r['extra_rss_mb']:>8.0f}"
+        )
+    return lines
 
 
 def main() -> None:
@@ -213,75 +336,102 @@ def main() -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--output", type=Path, default=RESULT_PATH)
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="an earlier checkout to measure in the same run"
+    )
+    parser.add_argument(
+        "--freeze-from",
+        type=Path,
+        help="draw benchmarks/edit_cost_requests.json from this edit_requests parquet file, then stop",
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--params", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_editing.yml").read_text())
-    if args.only:
-        _child(args, params)
+    if args.freeze_from:
+        chosen = freeze_requests(args.freeze_from, REQUESTS_PATH)
+        logger.info("froze %d requests into %s", len(chosen), REQUESTS_PATH)
         return
+    if args.only:
+        _child(args)
+        return
+    if not REQUESTS_PATH.is_file():
+        raise SystemExit(
+            f"{REQUESTS_PATH} is missing: run with --freeze-from <edit_requests parquet>"
+        )
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_editing.yml").read_text())
     loaded, load_seconds = _load(args.threads)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer, model_name = loaded.model, loaded.tokenizer, loaded.card.name
     rows = []
     with tempfile.TemporaryDirectory() as directory:
-        _stats, covariance_report = _covariance(
-            model, tokenizer, params, args.token_budget, Path(directory)
-        )
-        for method in args.methods.split(","):
-            command = [
-                sys.executable,
-                __file__,
-                "--only",
-                method,
-                "--cache-dir",
-                directory,
-                "--token-budget",
-                str(args.token_budget),
-                "--threads",
-                str(args.threads),
-            ]
-            completed = subprocess.run(command, check=True, capture_output=True, text=True)
-            rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-            logger.info(
-                "%s: %.1fs, +%.0f MB", method, rows[-1]["seconds"], rows[-1]["extra_rss_mb"]
-            )
+        timings = {}
+        for label in ("cold", "cached"):
+            started = time.perf_counter()
+            stats = _covariance(model, tokenizer, params, args.token_budget, Path(directory))
+            timings[label] = time.perf_counter() - started
+            if stats.metadata["cache"] != ("miss" if label == "cold" else "hit"):
+                raise SystemExit(f"covariance cache: expected a {label} load")
+        # the children load their own copy, which this one's memory would only crowd
+        del loaded, model, tokenizer
+        trees = [("current", ROOT, Path(directory))]
+        with tempfile.TemporaryDirectory() as baseline_cache:
+            if args.baseline_tree:
+                trees.append(("baseline", args.baseline_tree, Path(baseline_cache)))
+            # method by method, both trees back to back, so a change in the machine's load
+            # during the run falls on both sides of each comparison alike
+            for method in methods:
+                for label, tree, cache in trees:
+                    rows.append(_run_method(label, tree, method, args, cache))
+    covariance_report = {
+        "layers": covariance_layers(params),
+        "token_budget": args.token_budget,
+        "seconds_cold": timings["cold"],
+        "seconds_cached": timings["cached"],
+    }
+    baseline_commit = None
+    if args.baseline_tree:
+        baseline_commit = subprocess.run(
+            ["git", "-C", str(args.baseline_tree), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     report = {
-        "model": loaded.card.name,
-        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "dtype": str(next(model.parameters()).dtype),
+        "model": model_name,
         "torch_threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
+        "load_average_at_end": list(os.getloadavg()),
         "platform": platform.platform(),
         "model_load_seconds": load_seconds,
-        "request": REQUEST,
+        "requests": [r["edit_id"] for r in json.loads(REQUESTS_PATH.read_text())],
+        "baseline_commit": baseline_commit,
         "covariance": covariance_report,
         "methods": rows,
-        "note": "seconds = one edit incl. apply_edits' checksum; template_seconds = sampling the context templates (once per model per run, ROME/MEMIT/PMET)",
+        "note": "success = greedy continuation starts with target_new; s/edit = one apply_edits "
+        "call incl. its checksum; templ s = sampling the context templates once per model (ROME, "
+        "MEMIT, PMET); +RSS MB = peak RSS over all edits minus RSS before the first",
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"{'method':<7} {'seconds':>8} {'templates s':>11} {'extra RSS MB':>12} {'rewrite acc':>12} {'greedy=target':>13} {'locality':>8}"
-    ]
-    lines += [
-        f"{r['method']:<7} {r['seconds']:>8.1f} {r['template_seconds']:>11.1f} {r['extra_rss_mb']:>12.0f} "
-        f"{r['rewrite_acc_before']:>5.2f}->{r['rewrite_acc_after']:<5.2f} {r['greedy_starts_with_target']!s:>13} {r['locality']:>8.2f}"
-        for r in rows
-    ]
+    lines = _table(rows)
     cov = covariance_report
     lines.append(
-        f"covariance layers {cov['layers']}, {cov['token_budget']} tokens: cold {cov['seconds_cold']:.1f}s, "
-        f"cached {cov['seconds_cached']:.2f}s ({cov['seconds_cold'] / max(cov['seconds_cached'], 1e-9):.0f}x)"
+        f"covariance layers {cov['layers']}, {cov['token_budget']} tokens: cold "
+        f"{cov['seconds_cold']:.1f}s, cached {cov['seconds_cached']:.2f}s"
     )
-    fastest = min(rows, key=lambda r: r["seconds"])
     lines.append(
-        f"edit_cost: {loaded.card.name} on CPU ({args.threads} thread(s), load {report['load_average_1m']:.1f}): "
-        + ", ".join(f"{r['method']} {r['seconds']:.1f}s" for r in rows)
-        + f"; fastest {fastest['method']}; covariance cached/cold {cov['seconds_cached']:.2f}/{cov['seconds_cold']:.1f}s"
+        f"edit_cost: {model_name} on CPU, {len(report['requests'])} held-out requests: "
+        + ", ".join(
+            f"{r['tree']} {r['method']} {r['successes']}/{r['requests']} in {r['seconds_mean']:.1f}s"
+            for r in rows
+        )
     )
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from apiedit_kedro.cli import cli
-from apiedit_kedro.metrics.adoption import label_executions
+from apiedit_kedro.metrics.adoption import label_executions, with_usage_change
 from apiedit_kedro.metrics.pass_at_k import pass_at_k_table
 from apiedit_kedro.study.contracts import GENERATION_KEYS
 
@@ -179,7 +179,13 @@ def test_sharded_fanout_merges_to_the_unsharded_study(synthesised, tmp_path, ray
     label_keys = ["method", "regime", "edit_step", "api_id", "problem_id", "sample_idx"]
     pd.testing.assert_frame_equal(
         _comparable(_latest(f"{merged}/adoption_labels.parquet/*/*"), label_keys),
-        _comparable(label_executions(expected.reset_index(drop=True), api_mapping), label_keys),
+        _comparable(
+            with_usage_change(
+                label_executions(expected.reset_index(drop=True), api_mapping),
+                _latest(f"{sharded}/03_primary/benchmark.parquet/*/*"),
+            ),
+            label_keys,
+        ),
         check_like=True,
     )
     assert {"none", "rome"} <= set(_latest(f"{merged}/adoption_summary.parquet/*/*")["method"])

@@ -14,6 +14,7 @@ from apiedit_kedro.metrics.adoption import (
     MissingColumnsError,
     adoption_summary,
     label_executions,
+    with_usage_change,
 )
 from apiedit_kedro.metrics.taxonomy import error_taxonomy
 from apiedit_kedro.sandbox import execute
@@ -129,16 +130,17 @@ def _generations() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def executions() -> pd.DataFrame:
-    generations = _generations()
-    benchmark = pd.DataFrame(
+def _benchmark() -> pd.DataFrame:
+    return pd.DataFrame(
         [
             {
                 # the re.sub item, validated in the sequential world after re.search and re.sub
                 "item_id": "HumanEval/hand@re.sub",
                 "problem_id": "HumanEval/hand",
                 "api_id": "re.sub",
+                "subset": "reliability",
+                "usage_kind": "keyword_only",
+                "usage_enforced": True,
                 "world_api_ids": ["re.sub"],
                 "sequential_steps": [2],
                 "tests": TESTS,
@@ -148,8 +150,13 @@ def executions() -> pd.DataFrame:
             }
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def executions() -> pd.DataFrame:
+    generations = _generations()
     requests = build_requests(
-        generations, benchmark, pd.DataFrame([SUB, SEARCH]), default_timeout_s=2.0
+        generations, _benchmark(), pd.DataFrame([SUB, SEARCH]), default_timeout_s=2.0
     )
     results = execute(requests, workers=2, progress=False)
     table = execution_table(generations, results)
@@ -185,8 +192,11 @@ def test_specificity_samples_get_no_label(executions):
 
 
 def test_summary_counts_shares_and_reference_rate(executions):
-    labels = label_executions(executions, pd.DataFrame([SUB, SEARCH]))
+    labels = with_usage_change(
+        label_executions(executions, pd.DataFrame([SUB, SEARCH])), _benchmark()
+    )
     summary = adoption_summary(labels).set_index("measure")
+    assert summary["usage_enforced"].all()
     n = len(PROGRAMS)
     assert (summary["n_samples"] == n).all()
     expected_labels = pd.Series([label for _, label, _, _ in PROGRAMS.values()]).value_counts()
@@ -211,3 +221,41 @@ def test_missing_columns_are_named(executions):
             executions.drop(columns=["completion", "new_api_calls_by_api"]),
             pd.DataFrame([SUB, SEARCH]),
         )
+
+
+def test_summary_keeps_usage_enforced_items_apart_from_rename_only_ones(executions):
+    """The same samples, half of them on a rename-only twin item: two groups, counts split."""
+    twin = executions["sample_idx"] % 2 == 1
+    twins = executions.assign(problem_id=executions["problem_id"].where(~twin, "HumanEval/twin"))
+    benchmark = pd.concat(
+        [
+            _benchmark(),
+            _benchmark().assign(
+                item_id="HumanEval/twin@re.sub",
+                problem_id="HumanEval/twin",
+                usage_kind="same",
+                usage_enforced=False,
+            ),
+        ],
+        ignore_index=True,
+    )
+    labels = with_usage_change(label_executions(twins, pd.DataFrame([SUB, SEARCH])), benchmark)
+    summary = adoption_summary(labels)
+    samples = summary.groupby("usage_enforced")["n_samples"].first().to_dict()
+    assert samples == {False: int(twin.sum()), True: int((~twin).sum())}
+    labelled = labels.groupby("usage_enforced")["label"].value_counts()
+    for (enforced, label), count in labelled.items():
+        row = summary[(summary["usage_enforced"] == enforced) & (summary["measure"] == label)]
+        assert int(row["count"].iloc[0]) == count
+
+
+def test_labels_of_an_item_the_benchmark_lacks_are_refused(executions):
+    labels = label_executions(executions, pd.DataFrame([SUB, SEARCH]))
+    with pytest.raises(ValueError, match=r"HumanEval/hand with re\.sub"):
+        with_usage_change(labels, _benchmark().assign(problem_id="HumanEval/other"))
+
+
+def test_summary_without_the_usage_column_names_it(executions):
+    labels = label_executions(executions, pd.DataFrame([SUB, SEARCH]))
+    with pytest.raises(MissingColumnsError, match="usage_enforced"):
+        adoption_summary(labels)

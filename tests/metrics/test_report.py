@@ -4,7 +4,14 @@ import re
 
 import pandas as pd
 
-from apiedit_kedro.metrics.report import build_report, markdown_table, rq1_table, scale_verdict
+from apiedit_kedro.metrics.report import (
+    build_report,
+    markdown_table,
+    rq1_table,
+    rq2_table,
+    rq3_usage_table,
+    scale_verdict,
+)
 
 
 def _pass_at_k(n_problems: int) -> pd.DataFrame:
@@ -65,6 +72,42 @@ def test_rq1_has_one_row_per_method_and_subset_with_baselines_first():
     assert table.loc[2, "full@1"] == 0.25
 
 
+def test_rq2_lists_every_edit_step_of_the_sequential_regime_only():
+    table = rq2_table(_pass_at_k(3))
+    assert list(table["method"].astype(str)) == ["none", "rome"]
+    assert list(table["edit_step"]) == [1, 1]
+    assert table.loc[1, "full@1"] == 0.25
+
+
+def test_rq3_usage_table_keeps_enforced_and_rename_only_counts_apart():
+    rows = []
+    # rome: 3/4 correct on enforced items (4 samples in two regimes), 1/6 on rename-only items
+    for enforced, regime, count, n in (
+        (True, "instant", 2, 2),
+        (True, "sequential", 1, 2),
+        (False, "instant", 1, 6),
+    ):
+        for measure in ("correct_adoption", "deprecated_use", "other_failure"):
+            rows.append(
+                {
+                    "model": "m",
+                    "method": "rome",
+                    "regime": regime,
+                    "edit_step": 1,
+                    "subset": "reliability",
+                    "usage_enforced": enforced,
+                    "measure": measure,
+                    "count": count if measure == "correct_adoption" else 0,
+                    "n_samples": n,
+                }
+            )
+    table = rq3_usage_table(pd.DataFrame(rows)).set_index("usage")
+    assert table.loc["enforced", "correct_adoption"] == "3/4"
+    assert table.loc["rename only", "correct_adoption"] == "1/6"
+    assert table.loc["enforced", "deprecated_use"] == "0/4"
+    assert "other_failure" not in table.columns
+
+
 def test_markdown_table_escapes_and_rounds():
     text = markdown_table(pd.DataFrame({"a|b": ["x|y"], "v": [1 / 3]}))
     assert text.splitlines() == ["| a|b | v |", "|---|---|", "| x\\|y | 0.333 |"]
@@ -78,6 +121,7 @@ def test_report_html_embeds_everything():
             "regime",
             "edit_step",
             "subset",
+            "usage_enforced",
             "measure",
             "count",
             "n_samples",

@@ -302,7 +302,36 @@ def label_executions(executions: pd.DataFrame, api_mapping: pd.DataFrame) -> pd.
     return labelled
 
 
-SUMMARY_GROUP_COLUMNS = ("model", "method", "regime", "edit_step", "subset")
+def with_usage_change(labels: pd.DataFrame, benchmark: pd.DataFrame) -> pd.DataFrame:
+    """`labels` with each item's `usage_kind` and `usage_enforced` from the benchmark.
+
+    An enforced item is one whose new name called with the old usage fails in the item's world,
+    so adopting it needs the new usage too; on the others a rename alone passes, and the adoption
+    mix of the two kinds answers different questions.
+    """
+    require_columns(
+        benchmark,
+        ("problem_id", "api_id", "subset", "usage_kind", "usage_enforced"),
+        table="benchmark",
+        hint="re-create it with `kedro run --pipeline=synthesis`",
+    )
+    items = benchmark.loc[
+        benchmark["subset"].isin(EDITED_SUBSETS) & benchmark["api_id"].notna(),
+        ["problem_id", "api_id", "usage_kind", "usage_enforced"],
+    ].drop_duplicates(["problem_id", "api_id"])
+    merged = labels.merge(items, on=["problem_id", "api_id"], how="left", validate="many_to_one")
+    unknown = merged.loc[merged["usage_enforced"].isna(), ["problem_id", "api_id"]]
+    if len(unknown):
+        first = unknown.iloc[0]
+        raise ValueError(
+            f"{len(unknown)} labelled samples have no edited benchmark item (e.g. "
+            f"{first['problem_id']} with {first['api_id']}); the executions and the benchmark "
+            "come from different synthesis runs"
+        )
+    return merged.assign(usage_enforced=merged["usage_enforced"].astype(bool))
+
+
+SUMMARY_GROUP_COLUMNS = ("model", "method", "regime", "edit_step", "subset", "usage_enforced")
 NEW_API_REFERENCE = "new_api_reference"
 
 
@@ -317,7 +346,8 @@ def summary_measures() -> tuple[str, ...]:
 
 def adoption_summary(labels: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Count, share and Wilson interval of each label (and fault, and the new-API reference
-    rate: the share of samples whose completion references the new API at all) per group."""
+    rate: the share of samples whose completion references the new API at all) per group; the
+    groups split usage-enforced items from rename-only ones."""
     columns = [
         *SUMMARY_GROUP_COLUMNS,
         "measure",
@@ -330,6 +360,12 @@ def adoption_summary(labels: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     rows = []
     if labels.empty:
         return pd.DataFrame(columns=columns)
+    require_columns(
+        labels,
+        SUMMARY_GROUP_COLUMNS,
+        table="adoption_labels",
+        hint="label with `label_executions` and add the items' usage with `with_usage_change`",
+    )
     for key, group in labels.groupby(list(SUMMARY_GROUP_COLUMNS), sort=True, dropna=False):
         n = len(group)
         counts = {label: int((group["label"] == label).sum()) for label in LABELS}

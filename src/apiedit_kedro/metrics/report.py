@@ -1,8 +1,9 @@
 """The study report: figures (matplotlib) and one self-contained HTML page plus Markdown tables.
 
 Sections: RQ1 (instant pass@1/3/5 per level and subset, one row per method), RQ2 (sequential
-curves of each level against the number of edits), RQ3 (the adoption mix as stacked bars and
-the new-API reference rate), RQ4 (the error taxonomy and the Shapley parts of every pass-rate
+curves of each level against the number of edits, and their table), RQ3 (the adoption mix as
+stacked bars and the new-API reference rate, also split into usage-enforced and rename-only
+items), RQ4 (the error taxonomy and the Shapley parts of every pass-rate
 change), the paired comparison with `none` and `prepend_doc`, the edit costs and token-level
 metrics, and the run's scale, model, seeds and dataset fingerprints. Figures are embedded as
 base64 PNG, so the HTML file needs nothing beside it.
@@ -224,6 +225,37 @@ def rq3_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["method", "subset"]).reset_index(drop=True)
 
 
+USAGE_MEASURES = (
+    "correct_adoption",
+    "faulty_adoption/wrong_usage",
+    "deprecated_use",
+    "workaround",
+    NEW_API_REFERENCE,
+)
+
+
+def rq3_usage_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Adoption counts per method on usage-enforced items apart from rename-only ones (pooled
+    over regimes, steps and subsets): only on enforced items does adopting need the new usage."""
+    if summary.empty:
+        return pd.DataFrame()
+    part = summary[summary["measure"].isin(USAGE_MEASURES)]
+    pooled = part.groupby(["method", "usage_enforced", "measure"])[["count", "n_samples"]].sum()
+    pooled["cell"] = [
+        f"{count}/{n}" for count, n in zip(pooled["count"], pooled["n_samples"], strict=True)
+    ]
+    table = pooled["cell"].unstack("measure")
+    table = table.reindex(columns=[m for m in USAGE_MEASURES if m in table.columns])
+    table.columns.name = None
+    table = table.reset_index()
+    table["usage"] = table.pop("usage_enforced").map({True: "enforced", False: "rename only"})
+    table = table[["method", "usage", *[m for m in USAGE_MEASURES if m in table.columns]]]
+    table["method"] = pd.Categorical(
+        table["method"], _method_order(list(table["method"].unique())), ordered=True
+    )
+    return table.sort_values(["method", "usage"]).reset_index(drop=True)
+
+
 def markdown_table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
     """A GitHub-flavoured Markdown table of `frame` (floats rounded)."""
     if frame.empty:
@@ -300,8 +332,8 @@ def build_report(
         ),
         (
             "RQ2: sequential editing",
-            "pass@1 of each level against the number of edits.",
-            pd.DataFrame(),
+            "pass@1 of each level against the number of edits, pooled over subsets.",
+            rq2_table(pass_at_k),
             figure_png(sequential_figure(pass_at_k)),
         ),
         (
@@ -310,6 +342,13 @@ def build_report(
             "the new-API reference rate (samples whose completion mentions the new API at all).",
             rq3_table(adoption_summary),
             figure_png(adoption_figure(adoption_summary)),
+        ),
+        (
+            "RQ3: adoption by usage change",
+            "the same counts on usage-enforced items (the new name with the old usage fails in "
+            "the item's world) apart from rename-only ones, where a rename alone passes.",
+            rq3_usage_table(adoption_summary),
+            None,
         ),
         (
             "RQ4: Shapley parts (instant, k = 1)",

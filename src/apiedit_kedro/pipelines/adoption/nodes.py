@@ -6,7 +6,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from apiedit_kedro.metrics.adoption import adoption_summary, label_executions, require_columns
+from apiedit_kedro.metrics.adoption import (
+    adoption_summary,
+    label_executions,
+    require_columns,
+    with_usage_change,
+)
 from apiedit_kedro.metrics.comparison import paired_comparison
 from apiedit_kedro.metrics.decomposition import failure_decomposition
 from apiedit_kedro.metrics.report import (
@@ -35,10 +40,10 @@ _REMAKE = "re-create it with `kedro run --pipeline=evaluation`"
 def label_adoption(
     execution_results: pd.DataFrame, benchmark: pd.DataFrame, api_mapping: pd.DataFrame
 ) -> pd.DataFrame:
-    """One adoption label per sample of an edited item."""
+    """One adoption label per sample of an edited item, with the item's usage change."""
     require_columns(
         benchmark,
-        ("api_id", "problem_id"),
+        ("api_id", "problem_id", "subset", "usage_kind", "usage_enforced"),
         table="benchmark",
         hint="re-create it with `kedro run --pipeline=synthesis`",
     )
@@ -48,7 +53,7 @@ def label_adoption(
             f"{len(unknown)} executed problems are not in the benchmark (e.g. {unknown[0]}); the "
             "executions and the benchmark come from different synthesis runs"
         )
-    labels = label_executions(execution_results, api_mapping)
+    labels = with_usage_change(label_executions(execution_results, api_mapping), benchmark)
     logger.info(
         "adoption labels: %s", labels["label"].value_counts().to_dict() if len(labels) else {}
     )
