@@ -64,16 +64,6 @@ logger = logging.getLogger("edit_cost")
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_PATH = ROOT / "benchmarks" / "results" / "edit_cost.json"
 REQUESTS_PATH = ROOT / "benchmarks" / "edit_cost_requests.json"
-REQUEST_FIELDS = (
-    "edit_id",
-    "api_id",
-    "prompt",
-    "target_new",
-    "subject",
-    "rephrase_prompts",
-    "rephrase_targets",
-    "locality_prompts",
-)
 FREEZE_SEED = 2511
 FREEZE_COUNT = 12
 
@@ -106,27 +96,23 @@ class PeakRss:
 
 def freeze_requests(parquet: Path, output: Path) -> list[dict]:
     """Draw the fixed request set from a synthesized ``edit_requests`` parquet file."""
+    # imported here: the children also run this file against an older checkout's `src/`, which
+    # may predate the benchmark engine
     import pandas as pd
 
+    from apiedit_kedro.benchmark.edit_requests import EDIT_REQUEST_COLUMNS
+
     table = pd.read_parquet(parquet)
-    missing = [c for c in REQUEST_FIELDS if c not in table.columns]
+    missing = [c for c in EDIT_REQUEST_COLUMNS if c not in table.columns]
     if missing:
         raise SystemExit(f"{parquet}: edit_requests lacks columns {missing}; re-run synthesis")
     apis = sorted(table["api_id"].unique())
     random.Random(FREEZE_SEED).shuffle(apis)
-    chosen = []
-    for api in apis[:FREEZE_COUNT]:
-        row = table[table["api_id"] == api].sort_values("edit_id").iloc[0]
-        chosen.append(
-            {
-                field: [str(v) for v in row[field]]
-                if field.endswith(("prompts", "targets"))
-                else str(row[field])
-                for field in REQUEST_FIELDS
-            }
-        )
-    output.write_text(json.dumps(chosen, indent=1) + "\n")
-    return chosen
+    first_per_api = table.sort_values("edit_id").drop_duplicates("api_id")
+    chosen = first_per_api.set_index("api_id").loc[apis[:FREEZE_COUNT]].reset_index()
+    records = json.loads(chosen[EDIT_REQUEST_COLUMNS].to_json(orient="records"))
+    output.write_text(json.dumps(records, indent=1) + "\n")
+    return records
 
 
 def _greedy_success(model, tokenizer, prompt: str, target: str) -> tuple[bool, str]:

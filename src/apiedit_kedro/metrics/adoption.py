@@ -302,6 +302,10 @@ def label_executions(executions: pd.DataFrame, api_mapping: pd.DataFrame) -> pd.
     return labelled
 
 
+# Columns of `benchmark` that `with_usage_change` reads; a caller checks them before labelling.
+BENCHMARK_USAGE_COLUMNS = ("problem_id", "api_id", "subset", "usage_kind", "usage_enforced")
+
+
 def with_usage_change(labels: pd.DataFrame, benchmark: pd.DataFrame) -> pd.DataFrame:
     """`labels` with each item's `usage_kind` and `usage_enforced` from the benchmark.
 
@@ -311,13 +315,13 @@ def with_usage_change(labels: pd.DataFrame, benchmark: pd.DataFrame) -> pd.DataF
     """
     require_columns(
         benchmark,
-        ("problem_id", "api_id", "subset", "usage_kind", "usage_enforced"),
+        BENCHMARK_USAGE_COLUMNS,
         table="benchmark",
         hint="re-create it with `kedro run --pipeline=synthesis`",
     )
     items = benchmark.loc[
         benchmark["subset"].isin(EDITED_SUBSETS) & benchmark["api_id"].notna(),
-        ["problem_id", "api_id", "usage_kind", "usage_enforced"],
+        [c for c in BENCHMARK_USAGE_COLUMNS if c != "subset"],
     ].drop_duplicates(["problem_id", "api_id"])
     merged = labels.merge(items, on=["problem_id", "api_id"], how="left", validate="many_to_one")
     unknown = merged.loc[merged["usage_enforced"].isna(), ["problem_id", "api_id"]]

@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from apiedit_kedro.metrics.adoption import (
+    BENCHMARK_USAGE_COLUMNS,
     adoption_summary,
     label_executions,
     require_columns,
@@ -41,9 +42,10 @@ def label_adoption(
     execution_results: pd.DataFrame, benchmark: pd.DataFrame, api_mapping: pd.DataFrame
 ) -> pd.DataFrame:
     """One adoption label per sample of an edited item, with the item's usage change."""
+    # checked before labelling, the expensive part, so a stale benchmark fails at once
     require_columns(
         benchmark,
-        ("api_id", "problem_id", "subset", "usage_kind", "usage_enforced"),
+        BENCHMARK_USAGE_COLUMNS,
         table="benchmark",
         hint="re-create it with `kedro run --pipeline=synthesis`",
     )
