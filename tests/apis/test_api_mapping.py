@@ -126,6 +126,46 @@ def test_pack_varargs_takes_one_iterable():
     assert largest(["aa", "b"], key=len) == "aa"
 
 
+def test_pack_varargs_in_iterable_form_hands_the_old_api_the_iterable_itself():
+    # max(*[[1, 2]]) would be max([1, 2]) == 2; the iterable form gives max([[1, 2]]) == [1, 2].
+    largest = adapter(
+        "max", "largest_of", "relocate", {"usage": "pack_varargs", "iterable_form": True}
+    )
+    assert largest([[1, 2]]) == [1, 2]
+    assert largest([5]) == 5
+    assert largest([], default=0) == 0
+    assert largest(x * x for x in (-3, 2)) == 9
+    with pytest.raises(TypeError, match=r"largest_of\(\) takes 1 positional argument but 2"):
+        largest(3, 4)
+    with pytest.raises(TypeError, match="must be an iterable, not int"):
+        largest(3)
+
+
+def test_an_unsubclassable_class_with_a_usage_change_becomes_a_counting_function():
+    counts: dict = {}
+    new_range = adapter(
+        "builtins.range",
+        "my_range",
+        "relocate",
+        {
+            "usage": "keyword_only",
+            "names": ["start", "stop", "step"],
+            "forms": [["stop"], ["start", "stop"]],
+            "defaults": {"start": 0, "step": 1},
+        },
+        counts,
+    )
+    assert new_range(stop=3) == range(3)
+    assert new_range(start=5, stop=0, step=-2) == range(5, 0, -2)
+    assert str(inspect.signature(new_range)) == "(*, start=0, stop, step=1)"
+    assert counts == {"builtins.range": 2}
+    with pytest.raises(TypeError, match=r"my_range\(\) takes 0 positional arguments but 1"):
+        new_range(3)
+    with pytest.raises(TypeError):
+        isinstance(range(3), new_range)
+    assert adapter("builtins.bool", "my_truth", "relocate", {"usage": "same"}) is bool
+
+
 def test_keyword_only_requires_keywords_with_new_names():
     choose = adapter(
         "math.comb", "math.choose", "rename", {"usage": "keyword_only", "names": ["n", "k"]}
@@ -269,8 +309,8 @@ def test_builtin_class_targets_keep_their_call_forms():
             "only supports usage 'same'",
         ),
         (
-            record("x17", "bool", "truth", "relocate", {"usage": "pack_varargs"}),
-            "cannot be subclassed, so its new name can only alias it",
+            record("x17", "math.pi", "pi_17", "relocate", {"usage": "pack_varargs"}),
+            "is a constant, so its new name can only alias it",
         ),
         (
             record("x18", "sys.path", "my_path", "relocate", {"usage": "same"}),

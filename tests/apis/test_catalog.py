@@ -41,18 +41,21 @@ def test_valid_entry_becomes_a_mapping_record():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"old": "nosuchmodule.f"}, r"#0 \(nosuchmodule.f\): no importable module"),
+        ({"old": "nosuchmodule.f"}, r"#0 \(nosuchmodule.f\):.*names no importable module"),
         ({"old": "math.no_such_function"}, r"#0 \(math.no_such_function\).*has no attribute"),
         (
             {"old": "builtins.str.split", "new": "my_split", "kind": "relocate"},
-            "method or attribute",
+            "is a method of the builtin type 'str'",
         ),
-        ({"new": "math.floor"}, r"clashes with an existing attribute of `math`"),
-        ({"new": "len", "kind": "relocate"}, "clashes with the existing built-in"),
-        ({"new": "os.square_root_v2"}, "must be <math>.<new identifier>"),
-        ({"kind": "move"}, "kind `move`"),
-        ({"usage": {"usage": "reorder"}}, r"missing \['order'\]"),
-        ({"usage": {"usage": "reorder", "order": [0, 0]}}, "not a permutation"),
+        ({"new": "math.floor"}, "new name 'floor' already exists in module 'math'"),
+        ({"new": "len", "kind": "relocate"}, "new name 'len' already exists in builtins"),
+        ({"new": "os.square_root_v2"}, "rename keeps the module"),
+        ({"kind": "move"}, "kind 'move' is unknown"),
+        ({"usage": {"usage": "reorder"}}, "reorder needs 'order'.*got None"),
+        (
+            {"usage": {"usage": "reorder", "order": [0, 0]}},
+            "non-identity permutation.*got \\[0, 0\\]",
+        ),
         (
             {
                 "old": "itertools.groupby",
@@ -63,6 +66,32 @@ def test_valid_entry_becomes_a_mapping_record():
             "only supports usage 'same'",
         ),
         ({"doc": ""}, r"missing fields \['doc'\]"),
+        (
+            {
+                "old": "math.pi",
+                "new": "math.pi_v2",
+                "usage": {"usage": "keyword_only", "names": ["x"]},
+            },
+            "is a constant, so its new name can only alias it",
+        ),
+        (
+            {
+                "old": "builtins.range",
+                "new": "my_range_x",
+                "kind": "relocate",
+                "usage": {"usage": "keyword_only", "names": ["start", "stop"], "forms": [["stop"]]},
+            },
+            r"form \['stop'\] leaves \['start'\] without a value",
+        ),
+        (
+            {
+                "old": "builtins.max",
+                "new": "my_max_x",
+                "kind": "relocate",
+                "usage": {"usage": "pack_varargs", "iterable_form": "yes"},
+            },
+            "'iterable_form' must be true or false",
+        ),
     ],
 )
 def test_bad_entries_name_the_entry_and_the_problem(overrides, message):
@@ -71,9 +100,12 @@ def test_bad_entries_name_the_entry_and_the_problem(overrides, message):
 
 
 def test_duplicate_entries_are_rejected():
-    with pytest.raises(CatalogError, match=r"#1 \(math.sqrt\): `math.sqrt` is catalogued twice"):
+    with pytest.raises(CatalogError, match=r"#1 \(math.sqrt\): .*old API 'math.sqrt' is also used"):
         catalog_to_records({"apis": [_entry(), _entry(new="math.other_root_v2")]})
-    with pytest.raises(CatalogError, match="used by two entries"):
+    with pytest.raises(
+        CatalogError,
+        match=r"#1 \(math.floor\): .*new name 'math.square_root_v2' is also used by api_id 'math.sqrt'",
+    ):
         catalog_to_records({"apis": [_entry(), _entry(old="math.floor")]})
 
 

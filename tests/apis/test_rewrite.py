@@ -2,7 +2,7 @@
 
 import pytest
 
-from apiedit_kedro.apis.mapping import ApiMapping
+from apiedit_kedro.apis.mapping import ApiMapping, build_new_callable
 from apiedit_kedro.apis.rewrite import RewriteError, rewrite_program
 
 
@@ -36,8 +36,19 @@ SORTED = _mapping(
     "relocate",
     '{"usage": "rename_keywords", "map": {"key": "order_key", "reverse": "descending"}}',
 )
-MAX = _mapping("builtins.max", "my_builtin_max", "relocate", '{"usage": "pack_varargs"}')
-MIN = _mapping("builtins.min", "my_builtin_min", "relocate", '{"usage": "pack_varargs"}')
+MAX = _mapping(
+    "builtins.max", "my_builtin_max", "relocate", '{"usage": "pack_varargs", "iterable_form": true}'
+)
+MIN = _mapping(
+    "builtins.min", "my_builtin_min", "relocate", '{"usage": "pack_varargs", "iterable_form": true}'
+)
+RANGE = _mapping(
+    "builtins.range",
+    "my_builtin_range",
+    "relocate",
+    '{"usage": "keyword_only", "names": ["start", "stop", "step"], '
+    '"forms": [["stop"], ["start", "stop"]], "defaults": {"start": 0, "step": 1}}',
+)
 
 
 def _run(source: str, name: str, *args):
@@ -88,7 +99,35 @@ def test_rename_keywords_and_nested_usage_changes():
     source = "def f(xs):\n    return sorted(xs, key=abs, reverse=True), max(min(xs), 0)\n"
     new = rewrite_program(source, [SORTED, MAX, MIN]).source
     assert "my_builtin_sorted(xs, order_key=abs, descending=True)" in new
-    assert "my_builtin_max([my_builtin_min([xs]), 0])" in new
+    assert "my_builtin_max([my_builtin_min(xs), 0])" in new
+
+
+def test_an_api_taking_one_iterable_keeps_that_form_and_packs_only_separate_arguments():
+    source = (
+        "def f(xs, a, b):\n"
+        "    return max(len(x) for x in xs), max((x for x in xs), default=0), max(a, b), min(*xs)\n"
+    )
+    assert rewrite_program(source, [MAX, MIN]).source == (
+        "def f(xs, a, b):\n"
+        "    return my_builtin_max(len(x) for x in xs), my_builtin_max((x for x in xs), default=0), "
+        "my_builtin_max([a, b]), my_builtin_min(xs)\n"
+    )
+    plain_pack = _mapping("builtins.max", "my_builtin_max", "relocate", '{"usage": "pack_varargs"}')
+    assert "my_builtin_max([xs])" in rewrite_program("y = max(xs)\n", [plain_pack]).source
+
+
+def test_listed_positional_forms_bind_each_arity_to_its_keywords():
+    source = "def f(n):\n    return [list(range(n)), list(range(1, n)), list(range(n, 0, -1))]\n"
+    new = rewrite_program(source, [RANGE]).source
+    assert new == (
+        "def f(n):\n    return [list(my_builtin_range(stop=n)), list(my_builtin_range(start=1, "
+        "stop=n)), list(my_builtin_range(start=n, stop=0, step=-1))]\n"
+    )
+    namespace = {"my_builtin_range": build_new_callable(RANGE, range)}
+    exec(new, namespace)
+    assert namespace["f"](3) == _run(source, "f", 3)
+    with pytest.raises(RewriteError, match=r"builtins\.range"):
+        rewrite_program("r = range(*bounds)\n", [RANGE])
 
 
 def test_rewritten_program_behaves_like_the_original():
@@ -97,11 +136,9 @@ def test_rewritten_program_behaves_like_the_original():
     source = "def f(xs):\n    return max(min(xs), 2), sorted(xs, key=lambda v: -v)\n"
     new = rewrite_program(source, [SORTED, MAX, MIN]).source
     namespace = {
-        "my_builtin_max": lambda items, **k: max(*items, **k),
-        "my_builtin_min": lambda items, **k: min(*items, **k),
-        "my_builtin_sorted": lambda it, order_key=None, descending=False: builtins.sorted(
-            it, key=order_key, reverse=descending
-        ),
+        "my_builtin_max": build_new_callable(MAX, builtins.max),
+        "my_builtin_min": build_new_callable(MIN, builtins.min),
+        "my_builtin_sorted": build_new_callable(SORTED, builtins.sorted),
     }
     exec(new, namespace)
     assert namespace["f"]([3, 1, 2]) == _run(source, "f", [3, 1, 2])

@@ -21,7 +21,7 @@ import inspect
 import json
 import keyword
 import math
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from inspect import Parameter, Signature
 from types import ModuleType
@@ -65,15 +65,23 @@ API_ID_ATTRIBUTE = "__apiedit_api_id__"
 CONSTANT_TYPES = (int, float, complex, str, bytes)
 
 
-def is_alias_target(obj: Any) -> bool:
-    """A constant, or a class that cannot be subclassed (`bool`, `range`, `operator.itemgetter`).
+def is_alias_target(obj: Any, usage: str = "same") -> bool:
+    """A constant, or a class that cannot be subclassed (`bool`, `operator.itemgetter`), renamed only.
 
-    Its new name binds the very same object: nothing can wrap it, so its uses cannot be counted
-    at run time (`new_api_calls` stays 0; static references still count them).
+    Its new name binds the very same object: nothing can wrap it as a class, so its uses cannot be
+    counted at run time (`new_api_calls` stays 0; static references still count them). Such a
+    class with a usage change (`range` called by keywords) becomes a function adapter instead:
+    its calls return the old class's instances, and `isinstance(v, new)` is a TypeError, which
+    validation turns into the exclusion of the problems that check types against it.
     """
     if isinstance(obj, type):
-        return not obj.__flags__ & _BASETYPE_FLAG
+        return not obj.__flags__ & _BASETYPE_FLAG and usage == "same"
     return isinstance(obj, CONSTANT_TYPES)
+
+
+def is_function_adapted_class(obj: Any, usage: str) -> bool:
+    """A class that cannot be subclassed whose usage changes, so a function stands in for it."""
+    return isinstance(obj, type) and not obj.__flags__ & _BASETYPE_FLAG and usage != "same"
 
 
 class MappingError(ValueError):
@@ -145,27 +153,32 @@ class ApiMapping:
 
 
 def parse_mappings(records: Iterable[Mapping[str, Any] | ApiMapping]) -> list[ApiMapping]:
-    """Validate every record and the set as a whole (unique ids, old APIs and new names)."""
+    """Validate every record and the set as a whole (see `check_mapping_set`)."""
     mappings: list[ApiMapping] = []
     for index, record in enumerate(records):
         try:
             mappings.append(ApiMapping.from_record(record))
         except MappingError as error:
             raise MappingError(f"mapping record {index}: {error}") from error.__cause__
-    _check_unique(mappings, lambda m: m.api_id, "api_id", "give each row its own api_id")
+    check_mapping_set(mappings)
+    return mappings
+
+
+def check_mapping_set(mappings: Sequence[ApiMapping]) -> None:
+    """No two mappings share an old API, a new name or an api_id (the later one is named)."""
     _check_unique(
         mappings,
-        lambda m: (m.old_module, m.old_name),
+        lambda m: f"{m.old_module}.{m.old_name}",
         "old API",
         "map each old API once",
     )
     _check_unique(
         mappings,
-        lambda m: (m.new_module, m.new_name),
+        lambda m: f"{m.new_module}.{m.new_name}",
         "new name",
         "give each new API its own name",
     )
-    return mappings
+    _check_unique(mappings, lambda m: m.api_id, "api_id", "give each row its own api_id")
 
 
 def build_new_callable(
@@ -188,9 +201,10 @@ def build_new_callable(
     """
     if call_counts is not None:
         call_counts.setdefault(mapping.api_id, 0)
-    if is_alias_target(old_obj):
+    usage = mapping.usage["usage"]
+    if is_alias_target(old_obj, usage):
         return old_obj
-    if isinstance(old_obj, type):
+    if isinstance(old_obj, type) and not is_function_adapted_class(old_obj, usage):
         return _build_new_class(mapping, old_obj, call_counts)
     new_signature, plan = _plan_adapter(mapping, _signature_or_none(old_obj))
     function = _generate_function(mapping, old_obj, new_signature, plan, call_counts)
@@ -256,8 +270,8 @@ def _parse_impl(api_id: str, raw: Any) -> dict[str, Any]:
     allowed = {
         "same": set(),
         "reorder": {"order"},
-        "pack_varargs": {"name"},
-        "keyword_only": {"names"},
+        "pack_varargs": {"name", "iterable_form"},
+        "keyword_only": {"names", "forms", "defaults"},
         "rename_keywords": {"map"},
     }[usage]
     extra = set(impl) - allowed - {"usage"}
@@ -285,6 +299,11 @@ def _check_usage_fields(api_id: str, usage: str, impl: dict[str, Any]) -> None:
             )
     elif usage == "pack_varargs":
         _check_identifiers(api_id, "pack_varargs name", [impl.get("name", "items")])
+        if not isinstance(impl.get("iterable_form", False), bool):
+            raise MappingError(
+                f"api_id {api_id!r}: pack_varargs 'iterable_form' must be true or false, got "
+                f"{impl['iterable_form']!r}"
+            )
     elif usage == "keyword_only":
         names = impl.get("names")
         if not isinstance(names, list) or not names or len(set(names)) != len(names):
@@ -293,6 +312,7 @@ def _check_usage_fields(api_id: str, usage: str, impl: dict[str, Any]) -> None:
                 f'identifiers (e.g. ["x", "y"]), got {names!r}'
             )
         _check_identifiers(api_id, "keyword_only names", names)
+        _check_keyword_forms(api_id, names, impl.get("forms", []), impl.get("defaults", {}))
     elif usage == "rename_keywords":
         renames = impl.get("map")
         if not isinstance(renames, dict) or not renames:
@@ -305,6 +325,35 @@ def _check_usage_fields(api_id: str, usage: str, impl: dict[str, Any]) -> None:
             raise MappingError(f"api_id {api_id!r}: rename_keywords maps two keywords to one name")
 
 
+def _check_keyword_forms(api_id: str, names: list[str], forms: Any, defaults: Any) -> None:
+    """Shorter positional forms of the old API (`range(stop)`) and the defaults that fill them."""
+    label = f"api_id {api_id!r}: keyword_only"
+    if not isinstance(defaults, dict) or not set(defaults) <= set(names):
+        raise MappingError(
+            f"{label} 'defaults' must map some of the names {names} to values, got {defaults!r}"
+        )
+    if not all(isinstance(v, int | float | str | bool) or v is None for v in defaults.values()):
+        raise MappingError(f"{label} 'defaults' values must be literals, got {defaults!r}")
+    if not isinstance(forms, list) or not all(isinstance(form, list) for form in forms):
+        raise MappingError(
+            f"{label} 'forms' must be a list of name lists, one per shorter positional call "
+            f'of the old API (e.g. [["stop"], ["start", "stop"]]), got {forms!r}'
+        )
+    arities = [len(form) for form in forms]
+    if len(set(arities)) != len(arities) or len(names) in arities or 0 in arities:
+        raise MappingError(
+            f"{label} 'forms' {forms} must have distinct lengths, each shorter than names {names}"
+        )
+    for form in forms:
+        if len(set(form)) != len(form) or not set(form) <= set(names):
+            raise MappingError(f"{label} form {form} must be distinct names among {names}")
+        unfilled = [name for name in names if name not in form and name not in defaults]
+        if unfilled:
+            raise MappingError(
+                f"{label} form {form} leaves {unfilled} without a value; give them 'defaults'"
+            )
+
+
 def _check_identifiers(api_id: str, what: str, names: Iterable[Any]) -> None:
     for name in names:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
@@ -314,7 +363,7 @@ def _check_identifiers(api_id: str, what: str, names: Iterable[Any]) -> None:
 
 
 def _check_unique(
-    mappings: list[ApiMapping], key: Callable[[ApiMapping], Any], what: str, fix: str
+    mappings: Sequence[ApiMapping], key: Callable[[ApiMapping], Any], what: str, fix: str
 ) -> None:
     seen: dict[Any, str] = {}
     for mapping in mappings:
@@ -434,17 +483,17 @@ def _check_target(mapping: ApiMapping) -> None:
             f"({type(old_obj).__name__}); only functions, classes and int/float/str constants "
             "are edit targets"
         )
-    if is_alias_target(old_obj) and mapping.usage["usage"] != "same":
+    usage = mapping.usage["usage"]
+    if isinstance(old_obj, CONSTANT_TYPES) and usage != "same":
         raise MappingError(
-            f"{label}: {mapping.old_qualname!r} is a constant or a class that cannot be "
-            f"subclassed, so its new name can only alias it; use usage 'same', got "
-            f"{mapping.usage['usage']!r}"
+            f"{label}: {mapping.old_qualname!r} is a constant, so its new name can only alias "
+            f"it; use usage 'same', got {usage!r}"
         )
     existing = getattr(importlib.import_module(mapping.new_module), mapping.new_name, _MISSING)
     # In an edited world the new name exists already: as this very mapping's new API.
     ours = (
         existing is old_obj
-        if is_alias_target(old_obj)
+        if is_alias_target(old_obj, usage)
         else (getattr(existing, API_ID_ATTRIBUTE, None) == mapping.api_id)
     )
     if existing is not _MISSING and not ours:
@@ -453,10 +502,14 @@ def _check_target(mapping: ApiMapping) -> None:
             f"{label}: new name {mapping.new_name!r} already exists in {where}; pick a name "
             "that does not clash"
         )
-    if isinstance(old_obj, type) and mapping.usage["usage"] != "same":
+    if (
+        isinstance(old_obj, type)
+        and usage != "same"
+        and not is_function_adapted_class(old_obj, usage)
+    ):
         raise MappingError(
-            f"{label}: class target {mapping.old_qualname!r} only supports usage 'same', "
-            f"got {mapping.usage['usage']!r}"
+            f"{label}: class target {mapping.old_qualname!r} only supports usage 'same' (its "
+            f"new name is a subclass, whose constructor keeps the old usage), got {usage!r}"
         )
 
 
@@ -469,6 +522,8 @@ class _ForwardPlan:
 
     renamed: dict[str, str]  # old parameter name -> new parameter name
     packed: str | None = None  # new parameter whose items become the old positional arguments
+    # The old API takes the iterable itself as well as its items (`max(xs)` = `max(*xs)`).
+    packs_iterable: bool = False
     min_packed: int = 0
     kwargs_renames: tuple[tuple[str, str], ...] = ()  # (old, new) keys passed through **kwargs
     old_signature: Signature | None = None
@@ -490,7 +545,8 @@ def _synthetic_signature(usage: dict[str, Any]) -> Signature:
         Parameter(f"arg{i}", Parameter.POSITIONAL_ONLY) for i in range(count.get(usage["usage"], 0))
     ]
     if usage["usage"] == "keyword_only":
-        return Signature([*leading, var_kwargs])
+        # Listed forms describe every call the old API takes, so nothing passes by keyword.
+        return Signature(leading if "forms" in usage else [*leading, var_kwargs])
     return Signature([*leading, var_args, var_kwargs])
 
 
@@ -514,7 +570,9 @@ def _plan_adapter(
     elif kind == "pack_varargs":
         new_params, plan = _plan_pack(label, params, usage.get("name", "items"))
     elif kind == "keyword_only":
-        new_params, plan = _plan_keyword_only(label, params, usage["names"])
+        new_params, plan = _plan_keyword_only(
+            label, params, usage["names"], usage.get("defaults", {})
+        )
     else:
         new_params, plan = _plan_rename_keywords(label, params, usage["map"])
     names = [param.name for param in new_params]
@@ -523,6 +581,7 @@ def _plan_adapter(
     return Signature(new_params), _ForwardPlan(
         renamed=plan.renamed,
         packed=plan.packed,
+        packs_iterable=bool(usage.get("iterable_form", False)),
         min_packed=plan.min_packed,
         kwargs_renames=plan.kwargs_renames,
         old_signature=signature,
@@ -568,7 +627,7 @@ def _plan_pack(
 
 
 def _plan_keyword_only(
-    label: str, params: list[Parameter], names: list[str]
+    label: str, params: list[Parameter], names: list[str], defaults: Mapping[str, Any]
 ) -> tuple[list[Parameter], _ForwardPlan]:
     count = len(names)
     if any(param.kind is Parameter.VAR_POSITIONAL for param in params):
@@ -585,8 +644,13 @@ def _plan_keyword_only(
     new_params = []
     for param in params:
         if param.name in renamed:
+            new_name = renamed[param.name]
             new_params.append(
-                Parameter(renamed[param.name], Parameter.KEYWORD_ONLY, default=Parameter.empty)
+                Parameter(
+                    new_name,
+                    Parameter.KEYWORD_ONLY,
+                    default=defaults.get(new_name, Parameter.empty),
+                )
             )
         elif param.kind in (Parameter.POSITIONAL_ONLY, Parameter.POSITIONAL_OR_KEYWORD):
             new_params.append(param.replace(kind=Parameter.KEYWORD_ONLY))
@@ -656,7 +720,7 @@ def _render_call(plan: _ForwardPlan) -> str:
         name = plan.renamed.get(param.name, param.name)
         if plan.packed is not None:
             if param.kind is Parameter.VAR_POSITIONAL:
-                arguments.append("*_apiedit_items")
+                arguments.append("_apiedit_items" if plan.packs_iterable else "*_apiedit_items")
             elif param.kind is Parameter.KEYWORD_ONLY:
                 arguments.append(f"{param.name}={name}")
             elif param.kind is Parameter.VAR_KEYWORD:

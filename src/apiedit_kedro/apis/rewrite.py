@@ -471,11 +471,18 @@ class _CallArguments:
         if kind == "keyword_only":
             if any(isinstance(a, ast.Starred) for a in positional):
                 raise self._fail("a starred argument hides which parameter gets which value")
+            if self._listed_form() is not None:
+                return
             names = (
                 self._old_parameter_names() if len(positional) != len(self.usage["names"]) else []
             )
             if names and len(positional) > len(names):
                 raise self._fail("more positional arguments than the old API accepts")
+
+    def _listed_form(self) -> list[str] | None:
+        """The names of the catalogued positional form with this call's arity (`range(stop)`)."""
+        forms = [*self.usage.get("forms", []), self.usage["names"]] if "forms" in self.usage else []
+        return next((form for form in forms if len(form) == len(self.call.args)), None)
 
     def _text(self, node: ast.AST) -> str:
         return self.rewriter.render_node(node)
@@ -502,10 +509,20 @@ class _CallArguments:
             args = self.call.args
             if len(args) == 1 and isinstance(args[0], ast.Starred):
                 packed = self._text(args[0].value)
+            elif len(args) == 1 and self.usage.get("iterable_form"):
+                # `max(xs)` already passes one iterable, which is the new usage.
+                packed = positional[0]
+                if isinstance(args[0], ast.GeneratorExp) and not self.call.keywords:
+                    # A lone generator argument shares the call's parentheses: `max(x for x in y)`.
+                    packed = packed.removeprefix("(").removesuffix(")")
             else:
                 packed = "[" + ", ".join(positional) + "]"
             return ", ".join([packed, *self._keywords()])
         if kind == "keyword_only":
+            form = self._listed_form()
+            if form is not None:
+                bound = [f"{name}={text}" for name, text in zip(form, positional, strict=True)]
+                return ", ".join(bound + self._keywords())
             new_names = list(self.usage["names"])
             old_names = self._old_parameter_names() if len(positional) != len(new_names) else []
             renames = dict(zip(old_names, new_names, strict=False))

@@ -5,9 +5,12 @@ Formats (the `prompt_format` column of `benchmark`):
 - `mbpp_3shot`: the MBPP paper's 3-shot prompt; `benchmark.prompt` holds the task's own block (program =
   the generated code). The shots are the paper's MBPP tasks 2, 3 and 4 unless one of them uses an
   API removed in the prompt's world (tasks 2-4 show `set`, `tuple`, `int`, `math.sqrt` and
-  `heapq.nlargest` in their old form): then the next tasks of the few-shot split that use none of the
-  world's APIs take their place, in the order 1, 5, 6, 7, 8, 9, 10. Tasks 5 and 6 use no catalogued
-  API, so every world gets at least two shots; a prompt never shows a removed API.
+  `heapq.nlargest` in their old form): then the next candidates that use none of the world's APIs
+  take their place, in the order 1, 5, 6, 7, 8, 9, 10 (the rest of the few-shot split), then 610 and
+  619. Task 6 and the two train-split tasks 610 and 619 use no catalogued API (once `range` is
+  catalogued, no other task of the few-shot split does), so every world gets three shots; a prompt
+  never shows a removed API. The whole candidate pool is excluded from the benchmark
+  (`synthesis.excluded_mbpp_ids`), so no shot shows the solution of an evaluated problem.
 Chat cards (`prompt_style: chat`) get the problem in the tokenizer's chat template instead.
 """
 
@@ -28,8 +31,20 @@ from apiedit_kedro.models.prompts import chat_prompt
 from apiedit_kedro.problems.mbpp import few_shot_prompt
 
 MBPP_SHOT_PROBLEM_IDS = ("MBPP/2", "MBPP/3", "MBPP/4")
-# the rest of MBPP's few-shot split (tasks 1-10), in the order they replace a shot
-MBPP_SPARE_SHOT_IDS = ("MBPP/1", "MBPP/5", "MBPP/6", "MBPP/7", "MBPP/8", "MBPP/9", "MBPP/10")
+# the rest of MBPP's few-shot split (tasks 1-10), then two train-split tasks that use no catalogued
+# API, in the order they replace a shot
+MBPP_SPARE_SHOT_IDS = (
+    "MBPP/1",
+    "MBPP/5",
+    "MBPP/6",
+    "MBPP/7",
+    "MBPP/8",
+    "MBPP/9",
+    "MBPP/10",
+    "MBPP/610",
+    "MBPP/619",
+)
+MBPP_SHOT_POOL = (*MBPP_SHOT_PROBLEM_IDS, *MBPP_SPARE_SHOT_IDS)
 N_SHOTS = 3
 PROGRAM_FORMATS = {"humaneval_completion": "humaneval", "mbpp_3shot": "mbpp"}
 
@@ -62,15 +77,14 @@ class ShotPool:
 
 
 def mbpp_shots(problems: pd.DataFrame) -> ShotPool:
-    """The MBPP few-shot split as a `ShotPool` (tasks 2, 3, 4 first)."""
-    preference = (*MBPP_SHOT_PROBLEM_IDS, *MBPP_SPARE_SHOT_IDS)
-    shots = problems[problems["problem_id"].isin(preference)]
-    if set(shots["problem_id"]) != set(preference):
+    """The MBPP few-shot candidates as a `ShotPool` (tasks 2, 3, 4 first)."""
+    shots = problems[problems["problem_id"].isin(MBPP_SHOT_POOL)]
+    if set(shots["problem_id"]) != set(MBPP_SHOT_POOL):
         raise ValueError(
-            f"problems lacks MBPP's few-shot tasks {preference}; re-run the synthesis pipeline "
-            "with the full MBPP file"
+            f"problems lacks MBPP's few-shot candidates {MBPP_SHOT_POOL}; re-run the synthesis "
+            "pipeline with the full MBPP file"
         )
-    order = {pid: i for i, pid in enumerate(preference)}
+    order = {pid: i for i, pid in enumerate(MBPP_SHOT_POOL)}
     rows = sorted(shots.to_dict("records"), key=lambda row: order[row["problem_id"]])
     references = tuple(
         tuple(

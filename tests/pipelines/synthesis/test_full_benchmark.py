@@ -90,6 +90,7 @@ def test_the_benchmark_has_the_size_and_usage_mix_it_reports(full):
     benchmark, api_mapping = full["benchmark"], full["api_mapping"]
     edited = benchmark[benchmark["subset"] != "specificity"]
     assert len(edited) >= 797
+    assert len(api_mapping) >= 60
     assert edited["usage_enforced"].mean() >= 0.5
     for kind in ("reorder", "pack_varargs", "keyword_only", "rename_keywords"):
         assert edited.loc[edited["usage_kind"] == kind, "usage_enforced"].any(), kind

@@ -32,6 +32,7 @@ from apiedit_kedro.benchmark import (
 )
 from apiedit_kedro.benchmark.assembly import REPORT_COLUMNS
 from apiedit_kedro.problems import PROBLEM_COLUMNS, humaneval_problems, mbpp_problems
+from apiedit_kedro.study.prompting import MBPP_SHOT_POOL
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ def normalise_problems(
     mbpp = mbpp_problems(mbpp_raw.to_dict("records"))
     if max_problems_per_source > 0:
         humaneval = humaneval[:max_problems_per_source]
-        mbpp = [r for r in mbpp if r["mbpp_split"] == "prompt"] + [
-            r for r in mbpp if r["mbpp_split"] != "prompt"
-        ][:max_problems_per_source]
+        shots = [r for r in mbpp if r["problem_id"] in MBPP_SHOT_POOL]
+        mbpp = (
+            shots
+            + [r for r in mbpp if r["problem_id"] not in MBPP_SHOT_POOL][:max_problems_per_source]
+        )
     problems = pd.DataFrame(humaneval + mbpp, columns=PROBLEM_COLUMNS)
     logger.info("problems: %d HumanEval, %d MBPP", len(humaneval), len(mbpp))
     return problems.sort_values(["source", "task_number"], ignore_index=True)
@@ -104,6 +107,12 @@ def detect_usages(problems: pd.DataFrame, api_candidates: pd.DataFrame) -> pd.Da
 # --------------------------------------------------------------------------- items
 def _benchmark_pool(problems: pd.DataFrame, excluded_mbpp_ids: Sequence[int]) -> pd.DataFrame:
     excluded = {f"MBPP/{i}" for i in excluded_mbpp_ids}
+    shown = sorted(set(MBPP_SHOT_POOL) - excluded)
+    if shown:
+        raise ValueError(
+            f"synthesis.excluded_mbpp_ids lacks the few-shot candidates {shown}: a prompt could show "
+            "the solution of an evaluated problem; add their task numbers"
+        )
     return problems[~problems["problem_id"].isin(excluded)]
 
 
