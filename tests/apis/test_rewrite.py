@@ -165,3 +165,13 @@ def test_a_relative_star_import_binds_nothing_the_catalogue_knows():
     assert rewrite_program(source, [SQRT]).source == (
         "from .helpers import *\nimport math\nprint(math.square_root_v2(2))\n"
     )
+
+
+def test_a_star_import_of_a_non_stdlib_module_is_not_run_to_learn_its_names(tmp_path, monkeypatch):
+    (tmp_path / "side_effect_module.py").write_text(
+        f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef sqrt(x):\n    return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "from side_effect_module import *\nimport math\nprint(math.sqrt(2))\n"
+    assert "math.square_root_v2(2)" in rewrite_program(source, [SQRT]).source
+    assert not (tmp_path / "ran").exists()

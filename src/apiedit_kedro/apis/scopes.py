@@ -108,7 +108,7 @@ def analyse_scopes(tree: ast.Module) -> ScopeAnalysis:
 
 
 @lru_cache(maxsize=256)
-def public_names(module_name: str) -> tuple[str, ...]:
+def _public_names(module_name: str) -> tuple[str, ...]:
     """What `from module_name import *` binds, read from the real (pristine) module.
 
     Only standard-library modules are imported: importing anything else could run code the
@@ -213,13 +213,15 @@ class _ScopeBuilder(ast.NodeVisitor):
         module = node.module or ""
         for alias in node.names:
             if alias.name == "*":
-                names = public_names(module) if node.level == 0 else ()
+                names = _public_names(module) if node.level == 0 else ()
                 for name in names:
                     self.scope.bind(name, Binding(BindingKind.FROM_IMPORT, f"{module}.{name}"))
                 continue
-            # a relative import names a module of the program itself, never a catalogued API
-            target = Binding(BindingKind.FROM_IMPORT, f"{module}.{alias.name}")
-            self.scope.bind(alias.asname or alias.name, None if node.level else target)
+            local = alias.asname or alias.name
+            if node.level:  # a module of the program itself, never a catalogued API
+                self.scope.bind(local, None)
+            else:
+                self.scope.bind(local, Binding(BindingKind.FROM_IMPORT, f"{module}.{alias.name}"))
 
     def visit_Global(self, node: ast.Global) -> None:
         self.scope.global_names.update(node.names)
