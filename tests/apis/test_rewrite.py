@@ -178,3 +178,37 @@ def test_a_rewrite_that_leaves_an_old_reference_raises_naming_the_entry():
     source = "import posixpath\ndef f(a, b):\n    return posixpath.join(a, b)\n"
     with pytest.raises(RewriteError, match=r"left old references behind for \['os.path.join'\]"):
         rewrite_program(source, [JOIN])
+
+
+def test_names_bound_by_walrus_match_patterns_or_a_global_declaration_are_not_the_api():
+    # PEP 572: a walrus in a comprehension binds in the enclosing function, so `math` is local there
+    walrus = "import math\ndef f(xs):\n    ys = [(math := x) for x in xs]\n    return math.sqrt(4), ys\nprint(math.sqrt(2))\n"
+    assert rewrite_program(walrus, [SQRT]).source == walrus.replace(
+        "print(math.sqrt", "print(math.square_root_v2"
+    )
+    # a capture pattern binds for the whole function, like any assignment
+    star = "def f(v):\n    match v:\n        case [first, *sorted]:\n            return sorted(first)\n    return sorted(v)\n"
+    rest = (
+        "def f(v):\n    match v:\n        case {'a': 1, **sorted}:\n            return sorted(v)\n"
+    )
+    # `global sorted` makes the function's assignment a module binding, seen from `g` too
+    declared = "def f():\n    global sorted\n    sorted = list\ndef g(xs):\n    return sorted(xs)\n"
+    for source in (star, rest, declared):
+        assert rewrite_program(source, [SORTED]).source == source
+
+
+def test_a_relative_star_import_binds_nothing_the_catalogue_knows():
+    source = "from .helpers import *\nimport math\nprint(math.sqrt(2))\n"
+    assert rewrite_program(source, [SQRT]).source == (
+        "from .helpers import *\nimport math\nprint(math.square_root_v2(2))\n"
+    )
+
+
+def test_a_star_import_of_a_non_stdlib_module_is_not_run_to_learn_its_names(tmp_path, monkeypatch):
+    (tmp_path / "side_effect_module.py").write_text(
+        f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef sqrt(x):\n    return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "from side_effect_module import *\nimport math\nprint(math.sqrt(2))\n"
+    assert "math.square_root_v2(2)" in rewrite_program(source, [SQRT]).source
+    assert not (tmp_path / "ran").exists()

@@ -1,10 +1,11 @@
 """Rewrite a program's old-API call sites into the new-API form of the catalogue (AST, span edits).
 
 Hand-written: refactoring libraries (rope, bowler, libcst codemods) do not know the usage vocabulary
-of the edited world, and `ast.unparse` would reformat the whole program. This module resolves every
-name scope by scope (imports, assignments, parameters, comprehensions, `global`), finds the references
-to each edited API, and replaces only their source spans, so the rest of the text is kept byte for
-byte and a prompt prefix of the program can be rewritten consistently with the whole program:
+of the edited world, and `ast.unparse` would reformat the whole program. This module asks
+`apis.scopes.analyse_scopes` (the one scope analysis, shared with `apis.references`) which API each
+name and attribute chain refers to, finds the references to each edited API, and replaces only their
+source spans, so the rest of the text is kept byte for byte and a prompt prefix of the program can be
+rewritten consistently with the whole program:
 
 - the reference itself: a relocated API becomes its new bare built-in name; a renamed one keeps its
   module path (`m.sqrt` -> `m.square_root_v2`, `from math import sqrt` -> `from math import
@@ -19,21 +20,17 @@ reference behind (checked with `apis.references.find_api_references`).
 """
 
 import ast
-import builtins
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from apiedit_kedro.apis.mapping import ApiMapping
+from apiedit_kedro.apis.scopes import BindingKind, analyse_scopes
 
 
 class RewriteError(ValueError):
     """A call site cannot be rewritten into the new usage; names the API and the line."""
-
-
-_SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp)
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def parse_quietly(source: str) -> ast.Module:
@@ -42,170 +39,6 @@ def parse_quietly(source: str) -> ast.Module:
         warnings.simplefilter("ignore", SyntaxWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return ast.parse(source)
-
-
-# --------------------------------------------------------------------------- scopes
-@dataclass
-class _Scope:
-    node: ast.AST
-    parent: "_Scope | None"
-    is_class: bool = False
-    bindings: dict[str, set[str]] = field(default_factory=dict)
-    globals_declared: set[str] = field(default_factory=set)
-
-    def bind(self, name: str, what: str) -> None:
-        self.bindings.setdefault(name, set()).add(what)
-
-
-def _import_binding(alias: ast.alias, module: str | None) -> tuple[str, str]:
-    """(local name, binding) for one imported alias; bindings are `module:x` or `attr:m.f`."""
-    if module is None:
-        if alias.asname:
-            return alias.asname, f"module:{alias.name}"
-        top = alias.name.split(".")[0]
-        return top, f"module:{top}"
-    return alias.asname or alias.name, f"attr:{module}.{alias.name}"
-
-
-class _ScopeBuilder(ast.NodeVisitor):
-    """First pass: which names each scope binds, and how (import or anything else)."""
-
-    def __init__(self, star_names: Callable[[str], list[str]]) -> None:
-        self.scopes: dict[int, _Scope] = {}
-        self.scope_of: dict[int, _Scope] = {}
-        self._star_names = star_names
-        self._current: _Scope | None = None
-
-    def _enter(self, node: ast.AST, is_class: bool = False) -> _Scope:
-        scope = _Scope(node, self._current, is_class=is_class)
-        self.scopes[id(node)] = scope
-        return scope
-
-    def visit_Module(self, node: ast.Module) -> None:
-        self._current = self._enter(node)
-        self.generic_visit(node)
-
-    def _visit_function(self, node: ast.AST, name: str | None) -> None:
-        outer = self._current
-        if name:
-            outer.bind(name, "other")
-        for decorator in getattr(node, "decorator_list", []):
-            self.visit(decorator)
-        arguments = node.args
-        every_arg = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
-        every_arg += [a for a in (arguments.vararg, arguments.kwarg) if a]
-        # defaults and annotations are evaluated in the enclosing scope
-        annotations = [a.annotation for a in every_arg if a.annotation]
-        annotations += [node.returns] if getattr(node, "returns", None) else []
-        for expression in [*arguments.defaults, *[d for d in arguments.kw_defaults if d]]:
-            self.visit(expression)
-        for expression in annotations:
-            self.visit(expression)
-        self._current = self._enter(node)
-        for arg in every_arg:
-            self._current.bind(arg.arg, "other")
-        body = node.body if isinstance(node.body, list) else [node.body]
-        for statement in body:
-            self.visit(statement)
-        self._current = outer
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        self._visit_function(node, node.name)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        self._visit_function(node, None)
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        outer = self._current
-        outer.bind(node.name, "other")
-        for expression in [*node.decorator_list, *node.bases, *[k.value for k in node.keywords]]:
-            self.visit(expression)
-        self._current = self._enter(node, is_class=True)
-        for statement in node.body:
-            self.visit(statement)
-        self._current = outer
-
-    def _visit_comprehension(self, node: ast.AST) -> None:
-        outer = self._current
-        generators = node.generators
-        # the first iterable is evaluated in the enclosing scope
-        self.visit(generators[0].iter)
-        self._current = self._enter(node)
-        for index, generator in enumerate(generators):
-            self.visit(generator.target)
-            if index:
-                self.visit(generator.iter)
-            for condition in generator.ifs:
-                self.visit(condition)
-        for name in ("elt", "key", "value"):
-            if hasattr(node, name):
-                self.visit(getattr(node, name))
-        self._current = outer
-
-    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _visit_comprehension
-
-    def visit_Name(self, node: ast.Name) -> None:
-        self.scope_of[id(node)] = self._current
-        if isinstance(node.ctx, ast.Store | ast.Del):
-            self._current.bind(node.id, "other")
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            self._current.bind(*_import_binding(alias, None))
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        module = "." * node.level + (node.module or "")
-        for alias in node.names:
-            if alias.name == "*":
-                for name in self._star_names(module):
-                    self._current.bind(name, f"attr:{module}.{name}")
-            else:
-                self._current.bind(*_import_binding(alias, module))
-
-    def visit_Global(self, node: ast.Global) -> None:
-        self._current.globals_declared.update(node.names)
-
-    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
-        self._current.globals_declared.difference_update(node.names)
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.name:
-            self._current.bind(node.name, "other")
-        self.generic_visit(node)
-
-    def visit_MatchAs(self, node: ast.MatchAs) -> None:
-        if node.name:
-            self._current.bind(node.name, "other")
-        self.generic_visit(node)
-
-
-def _resolve_name(name: str, scope: _Scope) -> str | None:
-    """`module:m`, `attr:m.f` or `builtin:name` for a loaded name; None when bound otherwise."""
-    candidate: _Scope | None = scope
-    first = True
-    while candidate is not None:
-        if name in candidate.globals_declared:
-            while candidate.parent is not None:
-                candidate = candidate.parent
-        if (first or not candidate.is_class) and name in candidate.bindings:
-            kinds = candidate.bindings[name]
-            return next(iter(kinds)) if len(kinds) == 1 and kinds != {"other"} else None
-        first = False
-        candidate = candidate.parent
-    return f"builtin:{name}" if hasattr(builtins, name) else None
-
-
-def _public_names(module_name: str) -> list[str]:
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return []
-    exported = getattr(module, "__all__", None)
-    return list(exported) if exported else [n for n in vars(module) if not n.startswith("_")]
 
 
 # --------------------------------------------------------------------------- sites
@@ -239,9 +72,7 @@ class _Rewriter:
         self.touched: set[str] = set()
         self.referenced: set[str] = set()
         self.relocated_spans: set[tuple[int, int]] = set()
-        builder = _ScopeBuilder(_public_names)
-        builder.visit(self.tree)
-        self.scope_of = builder.scope_of
+        self.scopes = analyse_scopes(self.tree)
         self.parents = {id(c): p for p in ast.walk(self.tree) for c in ast.iter_child_nodes(p)}
 
     # positions -------------------------------------------------------------
@@ -282,29 +113,15 @@ class _Rewriter:
         return own[-1].render() if own else self.render(start, end)
 
     # references -------------------------------------------------------------
-    def _qualname_of(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            scope = self.scope_of.get(id(node))
-            binding = _resolve_name(node.id, scope) if scope else None
-            if binding is None:
-                return None
-            kind, _, target = binding.partition(":")
-            return f"builtins.{target}" if kind == "builtin" else target
-        if isinstance(node, ast.Attribute):
-            base = self._qualname_of(node.value)
-            return f"{base}.{node.attr}" if base else None
-        return None
-
-    def _binding_kind(self, node: ast.Name) -> str:
-        scope = self.scope_of.get(id(node))
-        binding = _resolve_name(node.id, scope) if scope else None
-        return (binding or "").partition(":")[0]
+    def _binding_kind(self, node: ast.Name) -> BindingKind | None:
+        binding = self.scopes.binding_of(node)
+        return binding.kind if binding else None
 
     def collect(self) -> None:
         for node in ast.walk(self.tree):
             if not isinstance(node, ast.Name | ast.Attribute):
                 continue
-            qualname = self._qualname_of(node)
+            qualname = self.scopes.qualname_of(node)
             mapping = self.by_old.get(qualname or "")
             if mapping is None:
                 continue
@@ -333,7 +150,10 @@ class _Rewriter:
             self.edits.append(
                 _Edit(start, end, lambda: f"{self.render_node(value)}.{mapping.new_name}")
             )
-        elif self._binding_kind(node) in ("attr", "builtin") and node.id == mapping.old_name:
+        elif (
+            self._binding_kind(node) in (BindingKind.FROM_IMPORT, BindingKind.BUILTIN)
+            and node.id == mapping.old_name
+        ):
             # `from m import f` (imports rewritten to the new name) or a star import / builtin
             self.edits.append(_Edit(start, end, lambda: mapping.new_name))
         # `from m import f as g`: the alias keeps its local name, only the import changes
@@ -382,7 +202,7 @@ class _Rewriter:
         """Per local module alias: how many loads of it are not relocated references."""
         uses: dict[str, int] = {}
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.Name) and self._binding_kind(node) == "module":
+            if isinstance(node, ast.Name) and self._binding_kind(node) is BindingKind.MODULE:
                 parent, chain_top = self.parents.get(id(node)), node
                 covered = False
                 while isinstance(parent, ast.Attribute):
