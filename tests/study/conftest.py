@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from apiedit_kedro.study.prompting import MBPP_SHOT_POOL
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SQRT_PROGRAM = "import math\n\ndef root(x):\n    return math.sqrt(x)\n"
@@ -153,16 +155,17 @@ def mini_requests() -> pd.DataFrame:
 
 @pytest.fixture
 def mini_problems() -> pd.DataFrame:
-    """MBPP's few-shot split in miniature; task 3 uses math.sqrt as the real one does."""
+    """MBPP's few-shot candidates in miniature; task 3 uses math.sqrt as the real one does."""
     shots = [
         {
-            "problem_id": f"MBPP/{i}",
+            "problem_id": problem_id,
             "prompt": f"You are an expert Python programmer, and here is your task: task {i} "
             "Your code should pass these tests:\n\nassert f() == 1\n",
             "reference_solution": SQRT_PROGRAM if i == 3 else f"def f():\n    return {i}\n",
             "tests": ["assert f() == 1"],
         }
-        for i in range(1, 11)
+        for problem_id in MBPP_SHOT_POOL
+        for i in [int(problem_id.removeprefix("MBPP/"))]
     ]
     return pd.DataFrame(shots)
 

@@ -49,7 +49,7 @@ def test_mbpp_rows_get_the_three_shot_prompt(mini_problems):
 
 
 def test_missing_shots_and_unknown_formats_are_named(mini_problems, mini_benchmark):
-    with pytest.raises(ValueError, match="few-shot tasks"):
+    with pytest.raises(ValueError, match="few-shot candidates"):
         mbpp_shots(mini_problems.iloc[:2])
     row = {**mini_benchmark.iloc[0].to_dict(), "prompt_format": "apps"}
     with pytest.raises(ValueError, match="unknown prompt_format 'apps'"):

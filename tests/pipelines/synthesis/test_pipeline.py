@@ -196,3 +196,14 @@ def test_same_seed_gives_the_same_benchmark_bytes(slice_outputs, synthesis_param
     pd.testing.assert_frame_equal(first, second)
     reseeded, _ = benchmark_bytes({**synthesis_params, "seed": synthesis_params["seed"] + 1})
     assert set(reseeded["item_id"]) == set(first["item_id"])
+
+
+def test_a_shot_candidate_left_in_the_benchmark_pool_is_refused(slice_outputs):
+    problems = slice_outputs["problems"]
+    with pytest.raises(ValueError, match=r"excluded_mbpp_ids lacks .*'MBPP/610', 'MBPP/619'"):
+        nodes.plan_benchmark_items(
+            problems,
+            slice_outputs["api_usages"],
+            slice_outputs["api_candidates"],
+            list(range(1, 11)),
+        )

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 from kedro_helpers import mbpp_path
 
+from apiedit_kedro.study.prompting import MBPP_SHOT_POOL
+
 
 def test_session_runs_synthesis_into_the_data_root(kedro_project_session, tmp_path):
     mbpp = mbpp_path()
@@ -28,7 +30,8 @@ def test_session_runs_synthesis_into_the_data_root(kedro_project_session, tmp_pa
 
     problems = latest("03_primary", "problems")
     assert set(problems["source"]) == {"humaneval", "mbpp"}
-    assert len(problems) == 40 + 10 + 40  # the MBPP few-shot ids are always kept for the shots
+    # the MBPP few-shot candidates are always kept for the shots
+    assert len(problems) == 40 + len(MBPP_SHOT_POOL) + 40
     benchmark = latest("03_primary", "benchmark")
     assert set(benchmark["subset"]) == {"reliability", "generalization", "specificity"}
     requests = latest("05_model_input", "edit_requests")
