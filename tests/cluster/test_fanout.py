@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MBPP = PROJECT_ROOT / "data" / "01_raw" / "mbpp.jsonl"
-# Greedy, every API of the synthesis slice (5 on tiny from the first 20 problems), one problem per
+# Greedy, every API of the synthesis slice (6 on tiny from the first 20 problems), one problem per
 # subset, 2 specificity.
 PARAMS = "synthesis_max_problems=20,study.max_apis=null,generation.temperature=0"
 
@@ -93,21 +93,21 @@ def test_dry_run_lists_exactly_the_expected_jobs(synthesised):
     result = _dry_run(synthesised, "--methods=none,rome", "--shards=2")
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines() if line.startswith("tiny.")]
-    # Shards deal 5 APIs round-robin: 3 and 2. Each instant edit generates for its 2 problems and
-    # the 2 specificity problems; sequential checkpoints after 1, 2, 4, 5 edits; n = 5 samples.
-    sequential = sum(2 * step + 2 for step in (1, 2, 4, 5)) * 5
+    # Shards deal 6 APIs round-robin: 3 and 3. Each instant edit generates for its 2 problems and
+    # the 2 specificity problems; sequential checkpoints after 1, 2, 4, 6 edits; n = 5 samples.
+    sequential = sum(2 * step + 2 for step in (1, 2, 4, 6)) * 5
     expected = {
         "tiny.none.instant.shard_1_of_2": 3 * 4 * 5,
-        "tiny.none.instant.shard_2_of_2": 2 * 4 * 5,
+        "tiny.none.instant.shard_2_of_2": 3 * 4 * 5,
         "tiny.none.sequential.all": sequential,
         "tiny.rome.instant.shard_1_of_2": 3 * 4 * 5,
-        "tiny.rome.instant.shard_2_of_2": 2 * 4 * 5,
+        "tiny.rome.instant.shard_2_of_2": 3 * 4 * 5,
         "tiny.rome.sequential.all": sequential,
     }
     assert {row[0]: int(row[1]) for row in rows} == expected
     # GPU-hours: generations x 24 new tokens (conf/tiny) / 20 tokens/s (conf/base fanout).
     assert float(rows[0][2]) == pytest.approx(round(60 * 24 / 20 / 3600, 2))
-    assert "6 jobs, 520 generations" in result.output
+    assert "6 jobs, 580 generations" in result.output
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_dry_run_lists_exactly_the_expected_jobs(synthesised):
         ("--regimes=weekly", "'weekly'", "sequential"),
         ("--env=nonexistent", "'nonexistent'", "tiny"),
         ("--shards=0", "--shards must be at least 1, got 0", ""),
-        ("--shards=6", "--shards=6", "between 1 and 5"),
+        ("--shards=7", "--shards=7", "between 1 and 6"),
     ],
 )
 def test_malformed_grid_fails_before_any_job(synthesised, tmp_path, option, named, choices):
