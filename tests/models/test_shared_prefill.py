@@ -23,7 +23,7 @@ def _greedy_without_cache(model, tokenizer, prompt: str) -> list[int]:
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
 @pytest.mark.parametrize("shared_prefill", [False, True])
 def test_greedy_tokens_equal_a_cacheless_loop(family, batch_size, shared_prefill, code_prompts):
     model, tokenizer = build_tiny_model(family, seed=5)
@@ -90,3 +90,76 @@ def test_shared_prefill_runs_each_distinct_prompt_once(tiny_llama, code_prompts)
     finally:
         handle.remove()
     assert prefill_rows == [2]  # one prefill forward of the 2 distinct prompts for 8 rows
+
+
+# A prefix longer than the tiny Gemma 3's 32-token sliding window, so the suffix prefilled on its
+# copied KV cache attends across the window's edge exactly as a whole-prompt prefill would.
+SHARED_PREFIX = (
+    "# Example 1\ndef first(xs):\n    return xs[0]\n\n"
+    "# Example 2\ndef last(xs):\n    return xs[-1]\n\n"
+    "# Example 3\ndef middle(xs):\n    return xs[len(xs) // 2]\n\n"
+)
+PREFIXED_PROMPTS = [
+    SHARED_PREFIX + "def total(xs):\n",
+    SHARED_PREFIX + "def count_even(numbers):\n    return",
+    SHARED_PREFIX + "x =",
+]
+
+
+def _forward_shapes(model):
+    shapes = []
+
+    def record(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        shapes.append(tuple(ids.shape))
+
+    return shapes, model.register_forward_pre_hook(record, with_kwargs=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_common_prefix_is_prefilled_once_and_changes_no_token(family):
+    model, tokenizer = build_tiny_model(family, seed=7)
+    ids = [tokenizer(p).input_ids for p in PREFIXED_PROMPTS]
+    prefix = next(i for i in range(len(ids[0])) if len({tuple(p[: i + 1]) for p in ids}) > 1)
+    assert prefix > 32  # crosses the sliding window
+    shapes, handle = _forward_shapes(model)
+    try:
+        generated = generate(
+            model,
+            tokenizer,
+            PREFIXED_PROMPTS,
+            DecodingParams(max_new_tokens=MAX_NEW),
+            batch_size=8,
+            progress=False,
+        )
+    finally:
+        handle.remove()
+    prefills = [shape for shape in shapes if shape[1] > 1]
+    # the prefix once, then each prompt's own tokens on a copy of its cache
+    assert prefills[0] == (1, prefix)
+    assert sorted(prefills[1:]) == sorted((1, len(p) - prefix) for p in ids)
+    for generation in generated:
+        expected = _greedy_without_cache(
+            model, tokenizer, PREFIXED_PROMPTS[generation.prompt_index]
+        )
+        assert generation.completion == tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_seeded_samples_with_a_shared_prefix_equal_the_unshared_path():
+    model, tokenizer = build_tiny_model("gemma3", seed=8)
+    params = DecodingParams(max_new_tokens=MAX_NEW, temperature=0.9, top_p=0.9, n_samples=3, seed=4)
+    shared, unshared = (
+        generate(
+            model,
+            tokenizer,
+            PREFIXED_PROMPTS,
+            params,
+            batch_size=batch_size,
+            shared_prefill=flag,
+            progress=False,
+        )
+        for batch_size, flag in ((8, True), (1, False))
+    )
+    assert [(g.completion, g.finish_reason) for g in shared] == [
+        (g.completion, g.finish_reason) for g in unshared
+    ]

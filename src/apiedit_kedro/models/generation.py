@@ -1,23 +1,33 @@
-"""Batched generation with left padding, KV cache, per-row seeded sampling and stop sequences.
+"""Batched generation with continuous batching, shared prefill, per-row seeds and stop sequences.
 
 A hand-written decode loop over transformers' `DynamicCache` instead of `model.generate`, because
-generate keeps every row in the batch until the longest one ends and cannot share a prefill:
+generate keeps every row in the batch until the longest one ends, cannot take new prompts into a
+running batch and cannot share a prefill; transformers' own continuous-batching engine draws all
+rows' tokens from the global RNG in one `multinomial` call, so a sample would depend on which
+other rows ran beside it:
 
-- Rows leave. A row that emitted EOS or completed a stop string is dropped from the batch and
-  its KV cache (`DynamicCache.batch_select_indices`), so each step costs only the running rows.
-- Shared prefill. The n samples of one prompt in a batch prefill that prompt once; its KV cache
-  and first logits are copied to the n rows. For n = 5 on long few-shot prompts this removes 4/5
-  of the prefill.
+- Continuous batching. At most `batch_size` rows decode together. A row that emitted EOS, completed
+  a stop string or reached `max_new_tokens` leaves the batch and its KV cache at once; queued jobs
+  are prefilled and join the running rows (their caches left-padded to a common width) as soon as
+  a quarter of the batch is free. Columns that have become padding in every row are dropped, so a
+  long-running batch never attends over the prompts of rows that already left.
+- Shared prefill. Jobs admitted together prefill each distinct prompt once (the n samples of a
+  prompt copy its KV cache and first logits), and their common token prefix once: the few-shot
+  examples every MBPP prompt of a world starts with are run through the model once, and each
+  prompt's own tokens are prefilled on a copy of that cache.
+- Exactness. Only left padding is ever added, so two real tokens are as far apart in cache columns
+  as in positions, and sliding-window layers (Gemma 3) see exactly their window; padding keys are
+  masked out. Greedy decoding is therefore the argmax of the logits of an unpadded, uncached
+  forward (tests/models/test_shared_prefill.py compares with such a loop), up to floating-point
+  differences between GEMM shapes, which could flip an exact near-tie.
 - Per-sample seeding. Each sample owns a `torch.Generator` seeded from (seed, prompt text, sample
   index) and draws its token (temperature, then nucleus/top-p) from its own row's logits, so the
-  same seed reproduces the same samples whatever the batch composition or batch size (up to
-  floating-point differences between padded shapes, which can flip near-ties).
+  same seed reproduces the same samples whatever the batch composition, batch size or admission
+  time.
 - Per-row stop sequences, checked on the decoded tail of the row's new tokens each step; the text
   is then cut exactly at the first stop string (bigcode's truncation), so the result never
   depends on other rows of the batch.
 
-Greedy decoding is the argmax of the same logits `generate` would see, so output is token for
-token that of `generate`/a cacheless loop (tests/models/test_shared_prefill.py checks the latter).
 On CUDA nothing here is CPU-specific: the model keeps its dtype (bf16) and attention
 implementation (SDPA) from loading, and the batch size comes from the model card.
 
@@ -30,7 +40,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -115,27 +125,6 @@ def sample_seed(seed: int, prompt: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-class _RowSeededSampler:
-    """Draws each row's next token with that row's own generator."""
-
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        self.temperature = temperature
-        self.top_p = top_p
-
-    def draw(self, scores: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
-        """One token per line of `scores`; line i belongs to batch row `rows[i]`."""
-        probabilities = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1:
-            probabilities = _nucleus(probabilities, self.top_p)
-        return torch.cat(
-            [
-                torch.multinomial(probabilities[line], 1, generator=self.generators[row])
-                for line, row in enumerate(rows)
-            ]
-        )
-
-
 def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
 
@@ -216,9 +205,11 @@ def generate_jobs(
 ) -> list[Generation]:
     """Generate the given (prompt index, sample index) jobs, in job order.
 
-    `on_batch` receives each finished batch (the cache commits there, so a killed run keeps
-    every finished batch). Greedy jobs of the same prompt are generated once and copied;
-    with `shared_prefill`, sampled jobs of the same prompt in one batch share its prefill.
+    At most `batch_size` rows decode together; finished rows leave and queued jobs take their
+    place. `on_batch` receives the generations finished at each step (the cache commits there,
+    so a killed run keeps every finished sample). Greedy jobs of the same prompt are generated
+    once and copied; with `shared_prefill`, the jobs admitted together prefill each distinct
+    prompt once and their common token prefix once.
     """
     if batch_size <= 0:
         raise DecodingError(f"batch_size must be positive, got {batch_size}")
@@ -226,24 +217,25 @@ def generate_jobs(
         raise DecodingError("the tokenizer must pad on the left for batched generation")
     encoded = _encode_prompts(tokenizer, prompts, add_special_tokens, params, context_length)
     unique = _unique_jobs(jobs, params.greedy)
-    # Longest prompts first: rows of similar length share batches, so little padding.
+    # Longest prompts first: rows admitted together have similar lengths, so little padding.
     unique.sort(key=lambda job: -len(encoded[job[0]]))
-    batches = [unique[i : i + batch_size] for i in range(0, len(unique), batch_size)]
     started = time.perf_counter()
     results: dict[tuple[int, int], Generation] = {}
-    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-        generated = _generate_batch(
-            model,
-            tokenizer,
-            batch,
-            prompts=prompts,
-            encoded=encoded,
-            params=params,
-            shared_prefill=shared_prefill,
-        )
-        results.update({(g.prompt_index, g.sample_idx): g for g in generated})
-        if on_batch is not None:
-            on_batch(_expand(generated, jobs, params.greedy))
+    scheduler = _Scheduler(
+        model,
+        tokenizer,
+        prompts=prompts,
+        encoded=encoded,
+        params=params,
+        batch_size=batch_size,
+        shared_prefill=shared_prefill,
+    )
+    with tqdm(total=len(unique), desc="generate", unit="sample", disable=not progress) as bar:
+        for finished in scheduler.run(unique):
+            results.update({(g.prompt_index, g.sample_idx): g for g in finished})
+            bar.update(len(finished))
+            if on_batch is not None:
+                on_batch(_expand(finished, jobs, params.greedy))
     ordered = [_copy_for(results, job, params.greedy) for job in jobs]
     _log_throughput(ordered, results.values(), time.perf_counter() - started)
     return ordered
@@ -282,97 +274,258 @@ def _expand(generated: list[Generation], jobs, greedy: bool) -> list[Generation]
     return [Generation(**{**asdict(done[p]), "sample_idx": s}) for p, s in jobs if p in done]
 
 
-@torch.inference_mode()
-def _generate_batch(
-    model, tokenizer, batch, *, prompts, encoded, params, shared_prefill
-) -> list[Generation]:
-    started = time.perf_counter()
-    device = next(model.parameters()).device
-    padded = tokenizer.pad(
-        {"input_ids": [encoded[p] for p, _ in batch]}, padding=True, return_tensors="pt"
-    ).to(device)
-    sampler = None
-    if not params.greedy:
-        seeds = [sample_seed(params.seed, prompts[p], s) for p, s in batch]
-        sampler = _RowSeededSampler(seeds, params.temperature, params.top_p, device)
-    eos_ids = _eos_ids(model, tokenizer)
-    new_ids = _decode(
-        model,
-        padded,
-        [p for p, _ in batch],
-        params=params,
-        stopper=_StopChecker(tokenizer, params.stop_sequences),
-        eos_ids=set(eos_ids),
-        sampler=sampler,
-        shared_prefill=shared_prefill,
-    )
-    seconds = (time.perf_counter() - started) / len(batch)
-    return [
-        _finish(tokenizer, job, ids, eos_ids=eos_ids, params=params, seconds=seconds)
-        for job, ids in zip(batch, new_ids, strict=True)
-    ]
+@dataclass
+class _Row:
+    """One job in the running batch: its new tokens, RNG and its share of the wall time."""
+
+    job: tuple[int, int]
+    generator: torch.Generator | None
+    new_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
 
 
-def _decode(
-    model, padded, prompt_of_row, *, params, stopper, eos_ids, sampler, shared_prefill
-) -> list[list[int]]:
-    """New token ids of every row; a row leaves the batch (and its KV cache) once it ends.
+@dataclass
+class _Batch:
+    """The running rows and their state, one line per row in every tensor.
 
-    Finished rows leaving means each step costs only the rows still running, instead of every
-    row until the longest one ends. With `shared_prefill` the prompt of several rows is
-    prefilled once and its KV cache and first logits are copied to those rows. Positions follow
-    the left padding exactly as `model.generate` derives them from the attention mask.
+    All rows are left-aligned to the same right edge: row i's tokens fill the last columns of
+    `mask[i]`, its padding the first ones. Only left padding is ever added, so the distance
+    between two real tokens in cache columns equals their distance in positions, which keeps
+    sliding-window attention (Gemma 3) exact.
     """
-    input_ids, mask = padded["input_ids"], padded["attention_mask"]
-    device = input_ids.device
-    rows = list(range(len(prompt_of_row)))
-    prefilled, expand = rows, rows
-    if shared_prefill:
-        distinct = list(dict.fromkeys(prompt_of_row))
-        prefilled = [prompt_of_row.index(p) for p in distinct]
-        expand = [distinct.index(p) for p in prompt_of_row]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = DynamicCache(config=model.config)
-    chosen = torch.tensor(prefilled, device=device)
-    logits = model(
-        input_ids=input_ids[chosen],
-        attention_mask=mask[chosen],
-        position_ids=positions[chosen],
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
-    if len(prefilled) < len(rows):
-        copies = torch.tensor(expand, device=device)
-        cache.batch_select_indices(copies)
-        logits = logits[copies]
-    next_position = positions[:, -1:] + 1
-    active = rows
-    new_ids: list[list[int]] = [[] for _ in rows]
-    for step in range(params.max_new_tokens):
-        tokens = logits.argmax(-1) if sampler is None else sampler.draw(logits, active)
-        keep = []
-        for line, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
-            new_ids[row].append(token)
-            if token not in eos_ids and not stopper.stopped(new_ids[row]):
+
+    rows: list[_Row]
+    cache: DynamicCache
+    mask: torch.Tensor  # [rows, columns]: 1 for a real token
+    next_position: torch.Tensor  # [rows, 1]: the position of each row's next token
+    logits: torch.Tensor  # [rows, vocab]: the distribution of each row's next token
+
+    def take(self, lines: Sequence[int]) -> None:
+        """Keep (or repeat) the given lines, in that order."""
+        if list(lines) == list(range(len(self.mask))):
+            return
+        index = torch.tensor(lines, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[line] for line in lines] if self.rows else []
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        self.logits = self.logits[index]
+        # Columns that are padding in every remaining row hold nothing any row attends to.
+        first = int(self.mask.any(dim=0).long().argmax())
+        if first:
+            self.mask = self.mask[:, first:]
+            for layer in _filled_layers(self.cache):
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+
+
+def _filled_layers(cache: DynamicCache) -> list:
+    return [layer for layer in cache.layers if layer.is_initialized and layer.keys.numel()]
+
+
+def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
+    if columns == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _merge(parts: Sequence[_Batch]) -> _Batch:
+    """One batch from several, each left-padded to the widest; padding keys and values are
+    zeros behind a 0 in the mask, so no row attends to them."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(part.mask.shape[1] for part in parts)
+    caches = [part.cache for part in parts]
+    layers = []
+    for per_part in zip(*(c.layers for c in caches), strict=True):
+        if not all(layer.is_initialized and layer.keys.numel() for layer in per_part):
+            layers.append((None, None))  # a layer without its own KV (KV sharing)
+            continue
+        keys, values = [], []
+        for layer in per_part:
+            missing = width - layer.keys.shape[-2]
+            keys.append(_left_pad(layer.keys, missing, dim=-2))
+            values.append(_left_pad(layer.values, missing, dim=-2))
+        layers.append((torch.cat(keys), torch.cat(values)))
+    return _Batch(
+        rows=[row for part in parts for row in part.rows],
+        cache=DynamicCache(ddp_cache_data=layers),
+        mask=torch.cat([_left_pad(p.mask, width - p.mask.shape[1], dim=1) for p in parts]),
+        next_position=torch.cat([part.next_position for part in parts]),
+        logits=torch.cat([part.logits for part in parts]),
+    )
+
+
+class _Scheduler:
+    """Continuous batching: admit queued jobs into free rows, decode a step, retire finished rows.
+
+    Every KV cache holds full-length layers (no sliding-window truncation), so the caches of
+    rows prefilled at different times can be padded and joined.
+    """
+
+    def __init__(self, model, tokenizer, *, prompts, encoded, params, batch_size, shared_prefill):
+        self.model, self.tokenizer = model, tokenizer
+        self.prompts, self.encoded, self.params = prompts, encoded, params
+        self.batch_size, self.shared_prefill = batch_size, shared_prefill
+        self.device = next(model.parameters()).device
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.stopper = _StopChecker(tokenizer, params.stop_sequences)
+        # Admitting a few rows at a time, not one per freed row, keeps the prefill forwards and
+        # cache joins few while rows stay busy.
+        self.refill_at = max(1, batch_size // 4)
+
+    def _new_row(self, job: tuple[int, int]) -> _Row:
+        generator = None
+        if not self.params.greedy:
+            seed = sample_seed(self.params.seed, self.prompts[job[0]], job[1])
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        return _Row(job, generator)
+
+    @torch.inference_mode()
+    def run(self, queue: Sequence[tuple[int, int]]):
+        """Yields the generations finished at each step, until the queue is empty."""
+        waiting = list(queue)
+        batch: _Batch | None = None
+        while waiting or batch is not None:
+            free = self.batch_size - (len(batch.rows) if batch else 0)
+            if waiting and free >= min(self.refill_at, len(waiting)):
+                admitted, waiting = waiting[:free], waiting[free:]
+                started = time.perf_counter()
+                fresh = self._prefill([self._new_row(job) for job in admitted])
+                share = (time.perf_counter() - started) / len(admitted)
+                for row in fresh.rows:
+                    row.seconds += share
+                batch = fresh if batch is None else _merge([batch, fresh])
+            started = time.perf_counter()
+            finished, batch = self._step(batch)
+            stepped = [*finished, *(batch.rows if batch else [])]
+            share = (time.perf_counter() - started) / len(stepped)
+            for row in stepped:
+                row.seconds += share
+            if finished:
+                yield [self._finish(row) for row in finished]
+
+    def _step(self, batch: _Batch) -> tuple[list[_Row], _Batch | None]:
+        """Draw every row's next token; retire finished rows; run the rest one position on."""
+        if self.params.greedy:
+            tokens = batch.logits.argmax(-1)
+        else:
+            tokens = _draw(batch.logits, [row.generator for row in batch.rows], self.params)
+        keep, finished = [], []
+        for line, (row, token) in enumerate(zip(batch.rows, tokens.tolist(), strict=True)):
+            row.new_ids.append(token)
+            if (
+                token in self.eos_ids
+                or len(row.new_ids) == self.params.max_new_tokens
+                or self.stopper.stopped(row.new_ids)
+            ):
+                finished.append(row)
+            else:
                 keep.append(line)
-        if not keep or step == params.max_new_tokens - 1:
-            break
-        if len(keep) < len(active):
-            kept = torch.tensor(keep, device=device)
-            cache.batch_select_indices(kept)
-            mask, tokens, next_position = mask[kept], tokens[kept], next_position[kept]
-            active = [active[line] for line in keep]
-        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-        logits = model(
+        if not keep:
+            return finished, None
+        batch.take(keep)
+        tokens = tokens[torch.tensor(keep, device=tokens.device)]
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(keep), 1)], dim=1)
+        batch.logits = self.model(
             input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=next_position,
-            cache=cache,
+            attention_mask=batch.mask,
+            position_ids=batch.next_position,
+            cache=batch.cache,
             use_cache=True,
         ).logits[:, -1]
-        next_position = next_position + 1
-    return new_ids
+        batch.next_position = batch.next_position + 1
+        return finished, batch
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        """The rows' prompts through the model; each distinct prompt once (with shared prefill),
+        and their common token prefix once when it is long enough to be worth a forward."""
+        prompt_of_row = [row.job[0] for row in rows]
+        distinct = list(dict.fromkeys(prompt_of_row)) if self.shared_prefill else prompt_of_row
+        ids = [self.encoded[p] for p in distinct]
+        prefix = _common_prefix(ids) if self.shared_prefill and len(ids) > 1 else 0
+        if prefix >= _MIN_SHARED_PREFIX:
+            parts = self._prefill_on_prefix(ids, prefix)
+        else:
+            parts = [self._prefill_padded(ids)]
+        batch = _merge(parts)
+        if self.shared_prefill:
+            batch.take([distinct.index(p) for p in prompt_of_row])
+        batch.rows = rows
+        return batch
+
+    def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+
+    def _prefill_padded(self, ids: list[list[int]]) -> _Batch:
+        padded = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(
+            self.device
+        )
+        mask = padded["attention_mask"]
+        # Positions follow the left padding exactly as `model.generate` derives them.
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache()
+        logits = self._forward(padded["input_ids"], mask, positions, cache)
+        return _Batch([], cache, mask, positions[:, -1:] + 1, logits)
+
+    def _prefill_on_prefix(self, ids: list[list[int]], prefix: int) -> list[_Batch]:
+        """The shared prefix once, then each prompt's own suffix on a copy of its KV cache:
+        no padding inside any row, so the result is each prompt's own prefill."""
+        shared = DynamicCache()
+        head = torch.tensor([ids[0][:prefix]], device=self.device)
+        self._forward(head, torch.ones_like(head), None, shared)
+        parts = []
+        for prompt_ids in ids:
+            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v, _ in shared])
+            suffix = torch.tensor([prompt_ids[prefix:]], device=self.device)
+            mask = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
+            positions = torch.arange(prefix, len(prompt_ids), device=self.device)[None]
+            logits = self._forward(suffix, mask, positions, cache)
+            parts.append(_Batch([], cache, mask, positions[:, -1:] + 1, logits))
+        return parts
+
+    def _finish(self, row: _Row) -> Generation:
+        return _finish(
+            self.tokenizer,
+            row.job,
+            row.new_ids,
+            eos_ids=self.eos_ids,
+            params=self.params,
+            seconds=row.seconds,
+        )
+
+
+_MIN_SHARED_PREFIX = 32
+
+
+def _common_prefix(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens shared at the start of every prompt, leaving each at least one token of its own
+    (the last prompt token's logits start its decoding)."""
+    shortest = min(len(prompt) for prompt in ids)
+    length = 0
+    while length < shortest - 1 and all(prompt[length] == ids[0][length] for prompt in ids):
+        length += 1
+    return length
+
+
+def _draw(scores: torch.Tensor, generators: Sequence[torch.Generator], params) -> torch.Tensor:
+    """One token per row, drawn (temperature, then nucleus) with that row's own generator."""
+    probabilities = torch.softmax(scores.float() / params.temperature, dim=-1)
+    if params.top_p < 1:
+        probabilities = _nucleus(probabilities, params.top_p)
+    return torch.cat(
+        [
+            torch.multinomial(probabilities[line], 1, generator=generator)
+            for line, generator in enumerate(generators)
+        ]
+    )
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
