@@ -131,3 +131,35 @@ def test_caches_from_before_versioning_load_and_foreign_layouts_fail(tmp_path):
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreFormatError, match="version 99"):
         GenerationCache(newer)
+
+
+def test_per_prompt_stops_are_cached_as_if_each_prompt_ran_alone(
+    tiny_llama, code_prompts, tmp_path
+):
+    """One mixed batch with each prompt's own stops fills the keys that per-format calls read."""
+    model, tokenizer = tiny_llama
+    params = DecodingParams(max_new_tokens=8)
+    stops = [("\n",), ("(",), ("\n",), (":", "=")]
+    with GenerationCache(tmp_path / "cache.sqlite") as cache:
+        mixed = generate_cached(
+            model,
+            tokenizer,
+            code_prompts,
+            params,
+            cache=cache,
+            card_fingerprint="tiny-card",
+            weight_state="base",
+            batch_size=4,
+            progress=False,
+            prompt_stops=stops,
+        )
+        counter = _ForwardCounter(model)
+        try:
+            alone = [
+                _cached(model, tokenizer, [prompt], DecodingParams(8, stop_sequences=own), cache)[0]
+                for prompt, own in zip(code_prompts, stops, strict=True)
+            ]
+        finally:
+            counter.remove()
+    assert counter.calls == 0
+    assert [g.completion for g in mixed] == [g.completion for g in alone]

@@ -144,3 +144,36 @@ def test_eos_finishes_a_row(tiny_llama):
         "eos",
         1,
     )
+
+
+def test_prompts_with_their_own_stops_in_one_batch_equal_each_run_alone(tiny_llama, code_prompts):
+    """HumanEval and MBPP prompts decode together; each row is cut by its own stop strings only."""
+    model, tokenizer = tiny_llama
+    plain = generate(
+        model, tokenizer, code_prompts, DecodingParams(max_new_tokens=12), progress=False
+    )
+    # each prompt stops at a string from its own completion, which the others need not contain
+    stops = [(g.completion[2:4],) if g.completion[2:4].strip() else ("\n",) for g in plain]
+    together = generate(
+        model,
+        tokenizer,
+        code_prompts,
+        DecodingParams(max_new_tokens=12),
+        batch_size=4,
+        progress=False,
+        prompt_stops=stops,
+    )
+    for generation, own in zip(together, stops, strict=True):
+        alone = generate(
+            model,
+            tokenizer,
+            [code_prompts[generation.prompt_index]],
+            DecodingParams(max_new_tokens=12, stop_sequences=own),
+            progress=False,
+        )[0]
+        assert (generation.completion, generation.finish_reason, generation.new_tokens) == (
+            alone.completion,
+            alone.finish_reason,
+            alone.new_tokens,
+        )
+    assert {g.finish_reason for g in together} & {"stop"}

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -73,15 +74,24 @@ def generate_cached(
     add_special_tokens: bool = True,
     progress: bool = True,
     context_length: int | None = None,
+    prompt_stops: Sequence[Sequence[str]] | None = None,
 ) -> list[Generation]:
     """Like `generation.generate`, but samples already in `cache` are read, not generated.
 
-    Cached samples come back with their original `gen_seconds`.
+    With `prompt_stops`, each prompt's samples are keyed under its own stop sequences, exactly as
+    if it had been generated alone with them. Cached samples come back with their original
+    `gen_seconds`.
     """
     jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
+    decoding_of = [
+        params if prompt_stops is None else replace(params, stop_sequences=tuple(stops))
+        for stops in (prompt_stops or [params.stop_sequences] * len(prompts))
+    ]
 
     def key_of(job: tuple[int, int]) -> str:
-        return cache.key(card_fingerprint, weight_state, prompts[job[0]], params, job[1])
+        return cache.key(
+            card_fingerprint, weight_state, prompts[job[0]], decoding_of[job[0]], job[1]
+        )
 
     keys = {job: key_of(job) for job in jobs}
     stored = cache.get_many(list(keys.values()))
@@ -101,7 +111,7 @@ def generate_cached(
                 card_fingerprint,
                 weight_state,
                 _sha(prompts[g.prompt_index]),
-                json.dumps(params.identity(), sort_keys=True),
+                json.dumps(decoding_of[g.prompt_index].identity(), sort_keys=True),
                 g.sample_idx,
                 g.completion,
                 g.finish_reason,
@@ -124,6 +134,7 @@ def generate_cached(
             progress=progress,
             context_length=context_length,
             on_batch=store,
+            prompt_stops=prompt_stops,
         )
         fresh = {(g.prompt_index, g.sample_idx): g for g in generated}
     return [

@@ -40,7 +40,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -172,6 +172,7 @@ def generate(
     progress: bool = True,
     context_length: int | None = None,
     shared_prefill: bool = True,
+    prompt_stops: Sequence[Sequence[str]] | None = None,
 ) -> list[Generation]:
     """`params.n_samples` generations per prompt, ordered by (prompt, sample index)."""
     jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n_samples)]
@@ -186,6 +187,7 @@ def generate(
         progress=progress,
         context_length=context_length,
         shared_prefill=shared_prefill,
+        prompt_stops=prompt_stops,
     )
 
 
@@ -202,8 +204,12 @@ def generate_jobs(
     context_length: int | None = None,
     on_batch: Callable[[list[Generation]], None] | None = None,
     shared_prefill: bool = True,
+    prompt_stops: Sequence[Sequence[str]] | None = None,
 ) -> list[Generation]:
     """Generate the given (prompt index, sample index) jobs, in job order.
+
+    `prompt_stops` gives each prompt its own stop sequences instead of `params.stop_sequences`,
+    so prompts of different formats (HumanEval and MBPP) decode in one batch.
 
     At most `batch_size` rows decode together; finished rows leave and queued jobs take their
     place. `on_batch` receives the generations finished at each step (the cache commits there,
@@ -216,6 +222,14 @@ def generate_jobs(
     if tokenizer.padding_side != "left":
         raise DecodingError("the tokenizer must pad on the left for batched generation")
     encoded = _encode_prompts(tokenizer, prompts, add_special_tokens, params, context_length)
+    if prompt_stops is None:
+        prompt_stops = [params.stop_sequences] * len(prompts)
+    elif len(prompt_stops) != len(prompts):
+        raise DecodingError(
+            f"prompt_stops has {len(prompt_stops)} entries for {len(prompts)} prompts"
+        )
+    for stops in set(map(tuple, prompt_stops)):
+        replace(params, stop_sequences=stops)  # validates them as DecodingParams does
     unique = _unique_jobs(jobs, params.greedy)
     # Longest prompts first: rows admitted together have similar lengths, so little padding.
     unique.sort(key=lambda job: -len(encoded[job[0]]))
@@ -229,6 +243,7 @@ def generate_jobs(
         params=params,
         batch_size=batch_size,
         shared_prefill=shared_prefill,
+        prompt_stops=prompt_stops,
     )
     with tqdm(total=len(unique), desc="generate", unit="sample", disable=not progress) as bar:
         for finished in scheduler.run(unique):
@@ -363,13 +378,25 @@ class _Scheduler:
     rows prefilled at different times can be padded and joined.
     """
 
-    def __init__(self, model, tokenizer, *, prompts, encoded, params, batch_size, shared_prefill):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        prompts,
+        encoded,
+        params,
+        batch_size,
+        shared_prefill,
+        prompt_stops,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.prompts, self.encoded, self.params = prompts, encoded, params
         self.batch_size, self.shared_prefill = batch_size, shared_prefill
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
-        self.stopper = _StopChecker(tokenizer, params.stop_sequences)
+        checkers = {tuple(stops): _StopChecker(tokenizer, stops) for stops in prompt_stops}
+        self.stopper_of_prompt = [checkers[tuple(stops)] for stops in prompt_stops]
         # Admitting a few rows at a time, not one per freed row, keeps the prefill forwards and
         # cache joins few while rows stay busy.
         self.refill_at = max(1, batch_size // 4)
@@ -417,7 +444,7 @@ class _Scheduler:
             if (
                 token in self.eos_ids
                 or len(row.new_ids) == self.params.max_new_tokens
-                or self.stopper.stopped(row.new_ids)
+                or self.stopper_of_prompt[row.job[0]].stopped(row.new_ids)
             ):
                 finished.append(row)
             else:
@@ -497,7 +524,7 @@ class _Scheduler:
             row.job,
             row.new_ids,
             eos_ids=self.eos_ids,
-            params=self.params,
+            stops=self.stopper_of_prompt[row.job[0]].stops,
             seconds=row.seconds,
         )
 
@@ -534,14 +561,14 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
 
 
-def _finish(tokenizer, job, new_ids, *, eos_ids, params, seconds) -> Generation:
+def _finish(tokenizer, job, new_ids, *, eos_ids, stops, seconds) -> Generation:
     ended_by_eos = False
     for position, token in enumerate(new_ids):
         if token in eos_ids:
             new_ids, ended_by_eos = new_ids[:position], True
             break
     text = tokenizer.decode(new_ids, skip_special_tokens=True)
-    cut = min((i for i in (text.find(s) for s in params.stop_sequences) if i >= 0), default=-1)
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     if cut >= 0:
         text, reason = text[:cut], "stop"
     elif ended_by_eos:

@@ -148,10 +148,12 @@ def _decoding_for(context: StudyContext, program_format: str) -> DecodingParams:
     return replace(context.decoding, stop_sequences=stops)
 
 
-def _by_format(prompts: Sequence[GenerationPrompt]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
+def _by_special_tokens(prompts: Sequence[GenerationPrompt]) -> dict[bool, list[int]]:
+    """Prompts that get the tokenizer's special tokens, and chat prompts, which already start with
+    the BOS token; within a group, formats decode in one batch, each with its own stops."""
+    groups: dict[bool, list[int]] = {}
     for index, prompt in enumerate(prompts):
-        groups.setdefault(prompt.program_format, []).append(index)
+        groups.setdefault(prompt.program_format != "chat", []).append(index)
     return groups
 
 
@@ -170,19 +172,20 @@ def _generate(
     problem_rows = problems.to_dict("records")
     world = json.dumps(list(world_api_ids))
     rows = []
-    for program_format, indices in _by_format(prompts).items():
+    for add_special_tokens, indices in _by_special_tokens(prompts).items():
+        stops = [_decoding_for(context, prompts[i].program_format).stop_sequences for i in indices]
         generations = generate_cached(
             context.loaded.model,
             context.loaded.tokenizer,
             [prompts[i].text for i in indices],
-            _decoding_for(context, program_format),
+            context.decoding,
             cache=context.generation_cache,
             card_fingerprint=context.loaded.card.fingerprint(),
             weight_state=weight_state,
             batch_size=context.batch_size,
-            # a chat template already starts with the BOS token
-            add_special_tokens=program_format != "chat",
+            add_special_tokens=add_special_tokens,
             context_length=context.loaded.card.context_length,
+            prompt_stops=stops,
         )
         for generation in generations:
             index = indices[generation.prompt_index]
@@ -356,13 +359,12 @@ def _all_cached(
 ) -> bool:
     prompts = _prompts(context, problems, world_api_ids)
     keys = []
-    for program_format, indices in _by_format(prompts).items():
-        decoding = _decoding_for(context, program_format)
+    for prompt in prompts:
+        decoding = _decoding_for(context, prompt.program_format)
         keys.extend(
             context.generation_cache.key(
-                context.loaded.card.fingerprint(), state, prompts[i].text, decoding, sample
+                context.loaded.card.fingerprint(), state, prompt.text, decoding, sample
             )
-            for i in indices
             for sample in range(decoding.n_samples)
         )
     return len(context.generation_cache.get_many(keys)) == len(set(keys))
