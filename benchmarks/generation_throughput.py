@@ -2,16 +2,25 @@
 its unedited greedy pass@1 on small HumanEval and MBPP slices executed in the sandbox.
 
 Throughput: the first 16 HumanEval prompts x 5 sampled completions (T=0.8, top_p=0.95, HumanEval
-stop sequences) generated in batches; the one-at-a-time baseline generates `--sequential` of the
-same samples with batch size 1 (a rate, so a subset measures it; per-sample seeding makes those
-samples identical to their batched twins, which is checked and reported). The two modes alternate
-batch by batch so that load from other processes affects both alike.
+stop sequences) generated with continuous batching, `--rounds` calls of the same number of jobs
+each, `--batch-size` rows at a time (so rows that finish are replaced from the call's queue); the
+one-at-a-time baseline generates `--sequential` of the same samples with batch size 1 (a rate, so a
+subset measures it; per-sample seeding makes those samples identical to their batched twins, which
+is checked and reported). The two modes alternate call by call so that load from other processes
+affects both alike.
 
 Shared prefill: `--shared-prompts` MBPP 3-shot prompts x 5 sampled completions, each prompt's five
 samples in one batch, prefilled once and copied to the five rows versus prefilled as five separate
-rows (same batch, same seeds; the outputs are checked identical). The two modes alternate prompt
-by prompt. Prints one line and writes benchmarks/results/generation_throughput.json with the keys
-`ratio` (batched / one at a time) and `shared_prefill_ratio` (separate rows' time / shared).
+rows (same batch, same seeds; the outputs are checked identical), end to end and for the prefill
+alone (`max_new_tokens=1`). The two modes alternate prompt by prompt.
+
+Shared prefix: `--prefix-prompts` MBPP 3-shot prompts of one world (the same three shots) x one
+greedy sample, as the default study generates them, in one call with their common token prefix
+prefilled once versus each prompt prefilled whole (outputs checked identical).
+
+Prints one line and writes benchmarks/results/generation_throughput.json with the keys `ratio`
+(batched / one at a time), `shared_prefill_ratio` (separate rows' time / shared) and
+`shared_prefix_ratio`.
 
     python benchmarks/generation_throughput.py
 """
@@ -24,6 +33,7 @@ import logging
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,9 +77,8 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     jobs = [(p, s) for p in range(len(prompts)) for s in range(args.samples)]
     # Same order as generate_jobs' batching (longest prompts first), cut into single batches.
-    lengths = [len(tokenizer(p).input_ids) for p in prompts]
-    ordered = sorted(jobs, key=lambda job: -lengths[job[0]])
-    batches = [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
+    size = -(-len(jobs) // args.rounds)
+    batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     singles = jobs[:: max(1, len(jobs) // args.sequential)][: args.sequential]
     # The two modes alternate batch by batch, so load from other processes on a shared machine
     # hits both alike instead of whichever mode happened to run during a busy minute.
@@ -98,6 +107,7 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
         "samples_per_prompt": args.samples,
         "decoding": params.identity(),
         "batch_size": args.batch_size,
+        "jobs_per_call": size,
         "batched": {
             "samples": len(batched),
             "tokens": sum(g.new_tokens for g in batched),
@@ -121,28 +131,41 @@ def measure_throughput(loaded, prompts: list[str], args) -> dict:
     }
 
 
-def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
-    params = _sampling(loaded, args, "mbpp")
-    model, tokenizer = loaded.model, loaded.tokenizer
+def _alternate(loaded, prompts: list[str], params: DecodingParams, *, batch_size: int, calls):
+    """Seconds and outputs of generate() with shared_prefill True and False, alternating."""
     seconds = {True: 0.0, False: 0.0}
     outputs: dict[bool, list[Generation]] = {True: [], False: []}
-    for prompt in prompts:
+    for call in calls:
         for shared in (True, False):
             started = time.perf_counter()
             outputs[shared] += generate(
-                model,
-                tokenizer,
-                [prompt],
+                loaded.model,
+                loaded.tokenizer,
+                [prompts[i] for i in call],
                 params,
-                batch_size=args.samples,
+                batch_size=batch_size,
                 shared_prefill=shared,
                 progress=False,
             )
             seconds[shared] += time.perf_counter() - started
+    return seconds, outputs
+
+
+def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
+    params = _sampling(loaded, args, "mbpp")
+    calls = [[i] for i in range(len(prompts))]
+    seconds, outputs = _alternate(loaded, prompts, params, batch_size=args.samples, calls=calls)
+    prefill_seconds, _ = _alternate(
+        loaded,
+        prompts,
+        replace(params, max_new_tokens=1),
+        batch_size=args.samples,
+        calls=calls,
+    )
     texts = {shared: [g.completion for g in outputs[shared]] for shared in outputs}
     return {
         "prompts": len(prompts),
-        "prompt_tokens": [len(tokenizer(p).input_ids) for p in prompts],
+        "prompt_tokens": [len(loaded.tokenizer(p).input_ids) for p in prompts],
         "samples_per_prompt": args.samples,
         "decoding": params.identity(),
         "shared_seconds": round(seconds[True], 2),
@@ -150,6 +173,33 @@ def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
         "identical_outputs": texts[True] == texts[False],
         "new_tokens": sum(g.new_tokens for g in outputs[True]),
         "shared_prefill_ratio": round(seconds[False] / seconds[True], 2),
+        "prefill_only": {
+            "shared_seconds": round(prefill_seconds[True], 2),
+            "separate_rows_seconds": round(prefill_seconds[False], 2),
+            "ratio": round(prefill_seconds[False] / prefill_seconds[True], 2),
+        },
+    }
+
+
+def measure_shared_prefix(loaded, prompts: list[str], args) -> dict:
+    params = replace(_sampling(loaded, args, "mbpp"), temperature=0.0, n_samples=1)
+    seconds, outputs = _alternate(
+        loaded, prompts, params, batch_size=len(prompts), calls=[list(range(len(prompts)))]
+    )
+    ids = [loaded.tokenizer(p).input_ids for p in prompts]
+    common = next(
+        (i for i in range(min(map(len, ids))) if len({p[i] for p in ids}) > 1), min(map(len, ids))
+    )
+    texts = {shared: [g.completion for g in outputs[shared]] for shared in outputs}
+    return {
+        "prompts": len(prompts),
+        "prompt_tokens": [len(p) for p in ids],
+        "common_prefix_tokens": common,
+        "decoding": params.identity(),
+        "shared_seconds": round(seconds[True], 2),
+        "whole_prompts_seconds": round(seconds[False], 2),
+        "identical_outputs": texts[True] == texts[False],
+        "shared_prefix_ratio": round(seconds[False] / seconds[True], 2),
     }
 
 
@@ -227,7 +277,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--sequential", type=int, default=16, help="one-at-a-time samples")
+    parser.add_argument("--rounds", type=int, default=2, help="calls the batched jobs are cut in")
     parser.add_argument("--shared-prompts", type=int, default=2, help="MBPP prompts")
+    parser.add_argument("--prefix-prompts", type=int, default=4, help="MBPP prompts, one world")
     parser.add_argument("--humaneval", type=int, default=20)
     parser.add_argument("--mbpp", type=int, default=20)
     parser.add_argument("--eval-max-new-tokens", type=int, default=256)
@@ -252,6 +304,8 @@ def main() -> None:
     shots = [mbpp[task_id] for task_id in MBPP_SHOT_IDS]
     mbpp_prompts = [mbpp_prompt(mbpp[11 + i], shots) for i in range(args.shared_prompts)]
     shared = measure_shared_prefill(loaded, mbpp_prompts, args)
+    world_prompts = [mbpp_prompt(mbpp[20 + i], shots) for i in range(args.prefix_prompts)]
+    prefix = measure_shared_prefix(loaded, world_prompts, args)
     result = {
         "model": loaded.card.name,
         "device": "cpu",
@@ -263,6 +317,8 @@ def main() -> None:
         "ratio": throughput["ratio"],
         "shared_prefill": shared,
         "shared_prefill_ratio": shared["shared_prefill_ratio"],
+        "shared_prefix": prefix,
+        "shared_prefix_ratio": prefix["shared_prefix_ratio"],
     }
     if not args.skip_eval:
         result["unedited_greedy"] = measure_pass_at_1(loaded, humaneval, mbpp, args)
@@ -276,7 +332,11 @@ def main() -> None:
         f"{throughput['one_at_a_time']['tokens_per_s']} tokens/s = {throughput['ratio']}x "
         "(target >= 4); shared prefill "
         f"{shared['separate_rows_seconds']} s separate rows vs {shared['shared_seconds']} s shared "
-        f"= {shared['shared_prefill_ratio']}x (target >= 2, identical {shared['identical_outputs']})"
+        f"= {shared['shared_prefill_ratio']}x (target >= 2, identical {shared['identical_outputs']}; "
+        f"prefill alone {shared['prefill_only']['ratio']}x); shared 3-shot prefix over "
+        f"{prefix['prompts']} MBPP prompts {prefix['whole_prompts_seconds']} s whole vs "
+        f"{prefix['shared_seconds']} s = {prefix['shared_prefix_ratio']}x "
+        f"(identical {prefix['identical_outputs']})"
     )
     if "unedited_greedy" in result:
         he, mb = result["unedited_greedy"]["humaneval"], result["unedited_greedy"]["mbpp"]
