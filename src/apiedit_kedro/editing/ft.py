@@ -13,6 +13,7 @@ from contextlib import ExitStack
 import torch
 import torch.nn.functional as F
 
+from apiedit_kedro.editing.hooks import replay_lower_layers
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
 from apiedit_kedro.editing.target import target_nll
@@ -47,6 +48,9 @@ def ft_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
         with ExitStack() as stack:
             for module, delta in zip(modules, deltas, strict=True):
                 stack.callback(module.register_forward_hook(_side_path(delta)).remove)
+            stack.enter_context(
+                replay_lower_layers(model, anatomy.paths.layers, min(hparams.layers))
+            )
             for epoch in range(1, hparams.num_steps + 1):
                 epochs = epoch
                 order = torch.randperm(len(encs), generator=generator).tolist()

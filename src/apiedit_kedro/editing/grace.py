@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from apiedit_kedro.editing.architecture import ModelAnatomy
+from apiedit_kedro.editing.hooks import replay_lower_layers
 from apiedit_kedro.editing.hparams import GraceHparams
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
@@ -227,7 +228,10 @@ def grace_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
-        with query_at(model, len(enc.prompt_ids) - 1):
+        with (
+            query_at(model, len(enc.prompt_ids) - 1),
+            replay_lower_layers(model, anatomy.paths.layers, layer),
+        ):
             for _ in range(hparams.n_iter):
                 loss = target_nll(model, enc)
                 optimiser.zero_grad()

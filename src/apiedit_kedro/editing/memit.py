@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from apiedit_kedro.editing.architecture import ModelAnatomy
-from apiedit_kedro.editing.hooks import capture_outputs
+from apiedit_kedro.editing.hooks import capture_outputs, replay_lower_layers
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
 from apiedit_kedro.editing.rome import check_loss_layer
@@ -162,7 +162,8 @@ def memit_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
     site = anatomy.decoder_layer(last)
     columns, losses, steps = [], [], []
     for batch in batches:
-        target = optimise_targets(model, batch, [site], hparams)
+        with replay_lower_layers(model, anatomy.paths.layers, last):
+            target = optimise_targets(model, batch, [site], hparams)
         columns.append(target.initial[0].cpu() + target.deltas[0].cpu())
         losses.append(target.loss)
         steps.append(target.steps)

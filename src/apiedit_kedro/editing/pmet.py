@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from apiedit_kedro.editing.hooks import replay_lower_layers
 from apiedit_kedro.editing.memit import _outputs_at_key, prepare_batches, spread_over_layers
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
@@ -26,9 +27,10 @@ def pmet_edit(ctx: EditContext, encs: list[EncodedRequest]) -> dict:
     sites = [anatomy.o_proj(last), anatomy.mlp(last)]
     columns, losses, steps = [], [], []
     for batch in batches:
-        target = optimise_targets(
-            model, batch, sites, hparams, nll_factor=hparams.nll_loss_factor, adaptive_nll=True
-        )
+        with replay_lower_layers(model, anatomy.paths.layers, last):
+            target = optimise_targets(
+                model, batch, sites, hparams, nll_factor=hparams.nll_loss_factor, adaptive_nll=True
+            )
         columns.append(target.initial[1].cpu() + target.deltas[1].cpu())
         losses.append(target.loss)
         steps.append(target.steps)

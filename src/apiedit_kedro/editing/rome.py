@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from apiedit_kedro.editing.architecture import ModelAnatomy
+from apiedit_kedro.editing.hooks import replay_lower_layers
 from apiedit_kedro.editing.requests import EncodedRequest
 from apiedit_kedro.editing.result import EditContext
 from apiedit_kedro.editing.target import build_batch, context_prefixes, mean_keys, optimise_targets
@@ -56,7 +57,8 @@ def rome_edit(ctx: EditContext, enc: EncodedRequest) -> dict:
         if hparams.mom2_adjustment
         else mean_key
     )
-    target = optimise_targets(model, batch, [anatomy.mlp(layer)], hparams)
+    with replay_lower_layers(model, anatomy.paths.layers, layer):
+        target = optimise_targets(model, batch, [anatomy.mlp(layer)], hparams)
     value = target.initial[0].cpu() + target.deltas[0].cpu()
     plain_key = mean_key if hparams.rome_variant == "r_rome" else keys[0]
     weight = anatomy.down_proj(layer).weight.detach().float().cpu()
