@@ -42,9 +42,11 @@ def rewrite_accuracy(model, tokenizer, prompt: str, target: str) -> float:
     ids = torch.tensor([prompt_ids + target_ids[:-1]], device=_device(model))
     # a GRACE layer that replaces only a forward's last position must be asked at the last prompt
     # token, where generation would query it at prefill (a no-op for every other model)
+    # the head only where a target token is predicted: on a few-shot prompt the vocabulary head
+    # over every position would cost more than the rest of the forward
     with query_at(model, len(prompt_ids) - 1):
-        logits = model(input_ids=ids, use_cache=False).logits[0]
-    predicted = logits[len(prompt_ids) - 1 :].argmax(-1).cpu()
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(target_ids)).logits[0]
+    predicted = logits.argmax(-1).cpu()
     return float((predicted == torch.tensor(target_ids)).float().mean())
 
 
@@ -72,7 +74,8 @@ def next_token_predictions(model, tokenizer, prompts: Sequence[str]) -> list[int
     predictions = []
     for prompt in prompts:
         ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=_device(model))
-        predictions.append(int(model(input_ids=ids, use_cache=False).logits[0, -1].argmax()))
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+        predictions.append(int(logits[0, -1].argmax()))
     return predictions
 
 
