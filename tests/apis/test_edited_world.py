@@ -370,3 +370,30 @@ def test_prepare_world_is_cached_and_validates_before_installing():
     assert math.comb(4, 2) == 6  # preparing never touches the running process
     with pytest.raises(ValueError, match="'bad'"):
         prepare_world([record("bad", "math.nope", "math.yes", "rename", {"usage": "same"})])
+
+
+def test_a_module_type_that_refuses_unknown_attributes_does_not_stop_the_install():
+    """torch's config modules raise AttributeError on any unknown attribute, `__class__` included;
+    a worker that had imported torch could not install any world that removes a builtin."""
+    mappings = [
+        record("builtins.len", "builtins.len", "my_builtin_len", "relocate", {"usage": "same"})
+    ]
+    results = run_child(
+        """
+        import types
+
+        class StrictModule(types.ModuleType):
+            def __setattr__(self, name, value):
+                raise AttributeError(f"{self.__name__}.{name} does not exist")
+
+        strict = StrictModule("strict_config")
+        types.ModuleType.__setattr__(strict, "value", 3)
+        sys.modules["strict_config"] = strict
+        install_edited_world(MAPPINGS)
+        results["program"] = run("result = my_builtin_len([1, 2])")
+        results["removed"] = run("len([1])")
+        results["strict_still_works"] = sys.modules["strict_config"].value
+        """,
+        mappings,
+    )
+    assert results == {"program": "ok:2", "removed": "NameError", "strict_still_works": 3}

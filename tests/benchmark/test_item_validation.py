@@ -196,3 +196,53 @@ def test_constants_and_unsubclassable_classes_live_on_under_their_new_names(api_
     assert results["new"]["full_pass"], results["new"]["error_message"]
     for name in ("old_constant", "old_from_import", "old_class"):
         assert not results[name]["full_pass"] and results[name]["old_api_refs"] >= 1, name
+
+
+def _failing_sandbox(fail_rounds: int):
+    """The real sandbox, except that in its first `fail_rounds` calls every edited-world run comes
+    back as a sandbox failure (the record a child that died before the program ran gives):
+    injected, because no portable way makes this sandbox fail on demand."""
+    calls = {"n": 0}
+
+    def run(requests, **kwargs):
+        results = execute(requests, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > fail_rounds:
+            return results
+        return [
+            {
+                **result,
+                "full_pass": False,
+                "error_type": "sandbox_error",
+                "error_message": "the sandbox failed inside the child before the program ran",
+            }
+            if request["world"] == "edited"
+            else result
+            for request, result in zip(requests, results, strict=True)
+        ]
+
+    return run
+
+
+def test_a_sandbox_failure_is_run_again_not_counted_against_the_item(
+    mappings, checked, monkeypatch
+):
+    from apiedit_kedro.benchmark import validation
+
+    problems = _problems()
+    items, _ = plan_items(problems, _usages(problems, set(mappings)), mappings)
+    monkeypatch.setattr(validation, "execute", _failing_sandbox(fail_rounds=1))
+    recovered = validate_instant(problems, items, mappings, RUN)
+    pd.testing.assert_frame_equal(
+        recovered.drop(columns="seconds"), checked[1].drop(columns="seconds")
+    )
+
+
+def test_a_sandbox_that_fails_twice_stops_the_synthesis(mappings, monkeypatch):
+    from apiedit_kedro.benchmark import validation
+
+    problems = _problems()
+    items, _ = plan_items(problems, _usages(problems, set(mappings)), mappings)
+    monkeypatch.setattr(validation, "execute", _failing_sandbox(fail_rounds=2))
+    with pytest.raises(validation.SandboxValidationError, match="failed inside the sandbox, twice"):
+        validate_instant(problems, items, mappings, RUN)

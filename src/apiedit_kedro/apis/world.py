@@ -201,12 +201,9 @@ class _ModulePlan:
     def apply(self) -> None:
         namespace = _module_dict(self.module)
         namespace.update(self.inject)
-        if self.hiding_class is not None:
-            try:
-                self.module.__class__ = self.hiding_class
-            except TypeError:
-                for name in _hiding_info(self.hiding_class)[1]:
-                    namespace.pop(name, None)
+        if self.hiding_class is not None and not _set_module_class(self.module, self.hiding_class):
+            for name in _hiding_info(self.hiding_class)[1]:
+                namespace.pop(name, None)
         for name in self.remove:
             namespace.pop(name, None)
         namespace.update(self.added)
@@ -353,12 +350,24 @@ def _hide(module: ModuleType, hidden: Mapping[str, Any]) -> None:
     if not hidden:
         return
     base, already = _hiding_info(type(module))
-    try:
-        module.__class__ = _hiding_class(base, {**already, **hidden})
-    except TypeError:
+    if not _set_module_class(module, _hiding_class(base, {**already, **hidden})):
         # An exotic module type that refuses a new class: removing beats leaking.
         for name in hidden:
             _module_dict(module).pop(name, None)
+
+
+def _set_module_class(module: ModuleType, cls: type) -> bool:
+    """Give `module` the class `cls`; False where its layout cannot take it.
+
+    Through `object.__setattr__`, not `module.__class__ = cls`: a module type may define its own
+    `__setattr__` that refuses every unknown name (torch's config modules raise AttributeError),
+    which made installing a world fail in any process that had imported torch.
+    """
+    try:
+        object.__setattr__(module, "__class__", cls)
+    except TypeError:
+        return False
+    return True
 
 
 def _edit_all(
@@ -503,7 +512,7 @@ class _RemovedAttribute:
         # Program code defining the name again (a polyfill) must see its own value.
         base, hidden = _HIDING_INFO[type(module)]
         remaining = {k: v for k, v in hidden.items() if k != self.name}
-        module.__class__ = _hiding_class(base, remaining)
+        _set_module_class(module, _hiding_class(base, remaining))
         _module_dict(module)[self.name] = value
 
     def __delete__(self, module: ModuleType) -> None:

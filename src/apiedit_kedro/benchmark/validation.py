@@ -31,7 +31,7 @@ from apiedit_kedro.apis.mapping import ApiMapping
 from apiedit_kedro.apis.rewrite import RewriteError
 from apiedit_kedro.benchmark.items import Exclusion, as_list, program_for_world
 from apiedit_kedro.benchmark.settings import SandboxRun, SynthesisSettings
-from apiedit_kedro.sandbox import execute
+from apiedit_kedro.sandbox import TRANSIENT_ERROR_TYPES, execute
 from apiedit_kedro.study.selection import checkpoints
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class _Batch:
         if not self.requests:
             return pd.DataFrame(columns=VALIDATION_COLUMNS)
         results = execute(self.requests, workers=self.run.workers, progress=False)
+        results = self._retry_transient(results)
         rows = []
         for check, result in zip(self.checks, results, strict=True):
             passed = bool(result["full_pass"])
@@ -130,6 +131,38 @@ class _Batch:
                 }
             )
         return pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
+
+    def _retry_transient(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run sandbox failures (not the program's fault) once more; refuse what fails again.
+
+        An item whose check failed because the sandbox did would be dropped from the benchmark
+        for a reason that has nothing to do with it, so synthesis stops instead.
+        """
+        again = [i for i, r in enumerate(results) if r["error_type"] in TRANSIENT_ERROR_TYPES]
+        if not again:
+            return results
+        logger.warning("validation: %d sandbox failures, running them once more", len(again))
+        retried = execute(
+            [self.requests[i] for i in again], workers=self.run.workers, progress=False
+        )
+        results = list(results)
+        for index, result in zip(again, retried, strict=True):
+            results[index] = result
+        failed = [i for i in again if results[i]["error_type"] in TRANSIENT_ERROR_TYPES]
+        if failed:
+            first = self.checks[failed[0]]
+            raise SandboxValidationError(
+                f"{len(failed)} of {len(results)} validation runs failed inside the sandbox, "
+                f"twice (first: {first['problem_id']} / {first['api_id']} / {first['check']}: "
+                f"{results[failed[0]]['error_message']}); the benchmark would lose those items "
+                "for a reason that is not theirs. Check the sandbox on this machine "
+                "(pytest tests/sandbox) and re-run the synthesis"
+            )
+        return results
+
+
+class SandboxValidationError(RuntimeError):
+    """Validation runs failed because the sandbox did, not because of the item."""
 
 
 def validate_instant(
