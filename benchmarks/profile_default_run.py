@@ -36,8 +36,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import yaml
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger("profile_default_run")
@@ -223,6 +221,8 @@ def install_timers(clock: PhaseClock) -> None:
 
 
 def head_roofline(hidden: int, vocab: int, rows: list[int], repeats: int) -> dict:
+    import torch
+
     weight = torch.randn(vocab, hidden)
     result = {}
     for batch in rows:
@@ -272,6 +272,11 @@ def main() -> None:
         "--output", type=Path, default=ROOT / "benchmarks/results/profile_default_run.json"
     )
     args = parser.parse_args()
+    # Imported here, not at the top: the sandbox's workers import this script as `__mp_main__`,
+    # and a worker should not carry torch (a kedro run's workers do not).
+    import torch
+    import yaml
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.data_root.exists():
         shutil.rmtree(args.data_root)  # a warm generation cache would hide the generation time
