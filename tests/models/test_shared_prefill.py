@@ -117,17 +117,20 @@ def _forward_shapes(model):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_common_prefix_is_prefilled_once_and_changes_no_token(family):
+def test_common_prefix_is_prefilled_once_and_changes_no_token(family, code_prompts):
     model, tokenizer = build_tiny_model(family, seed=7)
     ids = [tokenizer(p).input_ids for p in PREFIXED_PROMPTS]
     prefix = next(i for i in range(len(ids[0])) if len({tuple(p[: i + 1]) for p in ids}) > 1)
     assert prefix > 32  # crosses the sliding window
+    # prompts that share nothing with the others, as HumanEval prompts beside MBPP ones
+    others = code_prompts[:2]
+    prompts = [others[0], *PREFIXED_PROMPTS, others[1]]
     shapes, handle = _forward_shapes(model)
     try:
         generated = generate(
             model,
             tokenizer,
-            PREFIXED_PROMPTS,
+            prompts,
             DecodingParams(max_new_tokens=MAX_NEW),
             batch_size=8,
             progress=False,
@@ -135,13 +138,14 @@ def test_common_prefix_is_prefilled_once_and_changes_no_token(family):
     finally:
         handle.remove()
     prefills = [shape for shape in shapes if shape[1] > 1]
-    # the prefix once, then each prompt's own tokens on a copy of its cache
+    # the prefix once, then each prompt's own tokens on a copy of its cache, then the other
+    # prompts together, left-padded
+    longest_other = max(len(tokenizer(p).input_ids) for p in others)
     assert prefills[0] == (1, prefix)
-    assert sorted(prefills[1:]) == sorted((1, len(p) - prefix) for p in ids)
+    assert sorted(prefills[1:4]) == sorted((1, len(p) - prefix) for p in ids)
+    assert prefills[4:] == [(2, longest_other)]
     for generation in generated:
-        expected = _greedy_without_cache(
-            model, tokenizer, PREFIXED_PROMPTS[generation.prompt_index]
-        )
+        expected = _greedy_without_cache(model, tokenizer, prompts[generation.prompt_index])
         assert generation.completion == tokenizer.decode(expected, skip_special_tokens=True)
 
 

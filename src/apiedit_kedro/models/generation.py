@@ -465,19 +465,30 @@ class _Scheduler:
         return finished, batch
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
-        """The rows' prompts through the model; each distinct prompt once (with shared prefill),
-        and their common token prefix once when it is long enough to be worth a forward."""
+        """The rows' prompts through the model; with shared prefill each distinct prompt once,
+        and the common token prefix of each group of prompts that start alike (the MBPP prompts
+        of one world, beside HumanEval prompts) once, when it is long enough to be worth it."""
         prompt_of_row = [row.job[0] for row in rows]
         distinct = list(dict.fromkeys(prompt_of_row)) if self.shared_prefill else prompt_of_row
         ids = [self.encoded[p] for p in distinct]
-        prefix = _common_prefix(ids) if self.shared_prefill and len(ids) > 1 else 0
-        if prefix >= _MIN_SHARED_PREFIX:
-            parts = self._prefill_on_prefix(ids, prefix)
-        else:
-            parts = [self._prefill_padded(ids)]
+        groups = _prefix_groups(ids) if self.shared_prefill else [list(range(len(ids)))]
+        parts, order, alone = [], [], []
+        for group in groups:
+            prefix = _common_prefix([ids[i] for i in group]) if len(group) > 1 else 0
+            if prefix >= _MIN_SHARED_PREFIX:
+                parts.extend(self._prefill_on_prefix([ids[i] for i in group], prefix))
+                order.extend(group)
+            else:
+                alone.extend(group)
+        if alone:
+            parts.append(self._prefill_padded([ids[i] for i in alone]))
+            order.extend(alone)
         batch = _merge(parts)
+        line_of = {index: line for line, index in enumerate(order)}
         if self.shared_prefill:
-            batch.take([distinct.index(p) for p in prompt_of_row])
+            batch.take([line_of[distinct.index(p)] for p in prompt_of_row])
+        else:
+            batch.take([line_of[i] for i in range(len(rows))])
         batch.rows = rows
         return batch
 
@@ -530,6 +541,15 @@ class _Scheduler:
 
 
 _MIN_SHARED_PREFIX = 32
+
+
+def _prefix_groups(ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indexes of the prompts grouped by their first `_MIN_SHARED_PREFIX` tokens."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, prompt in enumerate(ids):
+        start = tuple(prompt[:_MIN_SHARED_PREFIX]) if len(prompt) > _MIN_SHARED_PREFIX else ()
+        groups.setdefault(start or (-1 - index,), []).append(index)
+    return list(groups.values())
 
 
 def _common_prefix(ids: Sequence[Sequence[int]]) -> int:
