@@ -122,8 +122,9 @@ def test_common_prefix_is_prefilled_once_and_changes_no_token(family, code_promp
     ids = [tokenizer(p).input_ids for p in PREFIXED_PROMPTS]
     prefix = next(i for i in range(len(ids[0])) if len({tuple(p[: i + 1]) for p in ids}) > 1)
     assert prefix > 32  # crosses the sliding window
-    # prompts that share nothing with the others, as HumanEval prompts beside MBPP ones
-    others = code_prompts[:2]
+    # prompts that share nothing with the others, as HumanEval prompts beside MBPP ones; the
+    # longest of all is admitted first, so the batch's lines are not in admission order
+    others = ['def longest(words):\n    """' + "Join the words. " * 30 + '"""\n', code_prompts[0]]
     prompts = [others[0], *PREFIXED_PROMPTS, others[1]]
     shapes, handle = _forward_shapes(model)
     try:
@@ -141,6 +142,7 @@ def test_common_prefix_is_prefilled_once_and_changes_no_token(family, code_promp
     # the prefix once, then each prompt's own tokens on a copy of its cache, then the other
     # prompts together, left-padded
     longest_other = max(len(tokenizer(p).input_ids) for p in others)
+    assert longest_other > max(len(p) for p in ids)
     assert prefills[0] == (1, prefix)
     assert sorted(prefills[1:4]) == sorted((1, len(p) - prefix) for p in ids)
     assert prefills[4:] == [(2, longest_other)]
