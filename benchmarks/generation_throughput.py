@@ -14,13 +14,8 @@ samples in one batch, prefilled once and copied to the five rows versus prefille
 rows (same batch, same seeds; the outputs are checked identical), end to end and for the prefill
 alone (`max_new_tokens=1`). The two modes alternate prompt by prompt.
 
-Shared prefix: `--prefix-prompts` MBPP 3-shot prompts of one world (the same three shots) x one
-greedy sample, as the default study generates them, in one call with their common token prefix
-prefilled once versus each prompt prefilled whole (outputs checked identical).
-
 Prints one line and writes benchmarks/results/generation_throughput.json with the keys `ratio`
-(batched / one at a time), `shared_prefill_ratio` (separate rows' time / shared) and
-`shared_prefix_ratio`.
+(batched / one at a time) and `shared_prefill_ratio` (separate rows' time / shared).
 
     python benchmarks/generation_throughput.py
 """
@@ -181,28 +176,6 @@ def measure_shared_prefill(loaded, prompts: list[str], args) -> dict:
     }
 
 
-def measure_shared_prefix(loaded, prompts: list[str], args) -> dict:
-    params = replace(_sampling(loaded, args, "mbpp"), temperature=0.0, n_samples=1)
-    seconds, outputs = _alternate(
-        loaded, prompts, params, batch_size=len(prompts), calls=[list(range(len(prompts)))]
-    )
-    ids = [loaded.tokenizer(p).input_ids for p in prompts]
-    common = next(
-        (i for i in range(min(map(len, ids))) if len({p[i] for p in ids}) > 1), min(map(len, ids))
-    )
-    texts = {shared: [g.completion for g in outputs[shared]] for shared in outputs}
-    return {
-        "prompts": len(prompts),
-        "prompt_tokens": [len(p) for p in ids],
-        "common_prefix_tokens": common,
-        "decoding": params.identity(),
-        "shared_seconds": round(seconds[True], 2),
-        "whole_prompts_seconds": round(seconds[False], 2),
-        "identical_outputs": texts[True] == texts[False],
-        "shared_prefix_ratio": round(seconds[False] / seconds[True], 2),
-    }
-
-
 def _read_mbpp(path: Path) -> dict[int, dict]:
     with path.open() as handle:
         records = [json.loads(line) for line in handle if line.strip()]
@@ -279,7 +252,6 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=16, help="one-at-a-time samples")
     parser.add_argument("--rounds", type=int, default=2, help="calls the batched jobs are cut in")
     parser.add_argument("--shared-prompts", type=int, default=2, help="MBPP prompts")
-    parser.add_argument("--prefix-prompts", type=int, default=4, help="MBPP prompts, one world")
     parser.add_argument("--humaneval", type=int, default=20)
     parser.add_argument("--mbpp", type=int, default=20)
     parser.add_argument("--eval-max-new-tokens", type=int, default=256)
@@ -304,8 +276,6 @@ def main() -> None:
     shots = [mbpp[task_id] for task_id in MBPP_SHOT_IDS]
     mbpp_prompts = [mbpp_prompt(mbpp[11 + i], shots) for i in range(args.shared_prompts)]
     shared = measure_shared_prefill(loaded, mbpp_prompts, args)
-    world_prompts = [mbpp_prompt(mbpp[20 + i], shots) for i in range(args.prefix_prompts)]
-    prefix = measure_shared_prefix(loaded, world_prompts, args)
     result = {
         "model": loaded.card.name,
         "device": "cpu",
@@ -317,8 +287,6 @@ def main() -> None:
         "ratio": throughput["ratio"],
         "shared_prefill": shared,
         "shared_prefill_ratio": shared["shared_prefill_ratio"],
-        "shared_prefix": prefix,
-        "shared_prefix_ratio": prefix["shared_prefix_ratio"],
     }
     if not args.skip_eval:
         result["unedited_greedy"] = measure_pass_at_1(loaded, humaneval, mbpp, args)
@@ -333,10 +301,7 @@ def main() -> None:
         "(target >= 4); shared prefill "
         f"{shared['separate_rows_seconds']} s separate rows vs {shared['shared_seconds']} s shared "
         f"= {shared['shared_prefill_ratio']}x (target >= 2, identical {shared['identical_outputs']}; "
-        f"prefill alone {shared['prefill_only']['ratio']}x); shared 3-shot prefix over "
-        f"{prefix['prompts']} MBPP prompts {prefix['whole_prompts_seconds']} s whole vs "
-        f"{prefix['shared_seconds']} s = {prefix['shared_prefix_ratio']}x "
-        f"(identical {prefix['identical_outputs']})"
+        f"prefill alone {shared['prefill_only']['ratio']}x)"
     )
     if "unedited_greedy" in result:
         he, mb = result["unedited_greedy"]["humaneval"], result["unedited_greedy"]["mbpp"]

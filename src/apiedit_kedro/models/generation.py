@@ -11,10 +11,10 @@ other rows ran beside it:
   are prefilled and join the running rows (their caches left-padded to a common width) as soon as
   a quarter of the batch is free. Columns that have become padding in every row are dropped, so a
   long-running batch never attends over the prompts of rows that already left.
-- Shared prefill. Jobs admitted together prefill each distinct prompt once (the n samples of a
-  prompt copy its KV cache and first logits), and their common token prefix once: the few-shot
-  examples every MBPP prompt of a world starts with are run through the model once, and each
-  prompt's own tokens are prefilled on a copy of that cache.
+- Shared prefill. Jobs admitted together prefill each distinct prompt once; the n samples of a
+  prompt copy its KV cache and first logits. (Prefilling the common few-shot prefix of different
+  prompts once and their own tokens on a copy was tried and measured slower on CPU than one
+  left-padded prefill of the whole prompts, so it is not done.)
 - Exactness. Only left padding is ever added, so two real tokens are as far apart in cache columns
   as in positions, and sliding-window layers (Gemma 3) see exactly their window; padding keys are
   masked out. Greedy decoding is therefore the argmax of the logits of an unpadded, uncached
@@ -215,7 +215,7 @@ def generate_jobs(
     place. `on_batch` receives the generations finished at each step (the cache commits there,
     so a killed run keeps every finished sample). Greedy jobs of the same prompt are generated
     once and copied; with `shared_prefill`, the jobs admitted together prefill each distinct
-    prompt once and their common token prefix once.
+    prompt once.
     """
     if batch_size <= 0:
         raise DecodingError(f"batch_size must be positive, got {batch_size}")
@@ -465,30 +465,13 @@ class _Scheduler:
         return finished, batch
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
-        """The rows' prompts through the model; with shared prefill each distinct prompt once,
-        and the common token prefix of each group of prompts that start alike (the MBPP prompts
-        of one world, beside HumanEval prompts) once, when it is long enough to be worth it."""
+        """The rows' prompts through the model, left-padded; with shared prefill each distinct
+        prompt once, its cache and first logits then copied to its rows."""
         prompt_of_row = [row.job[0] for row in rows]
         distinct = list(dict.fromkeys(prompt_of_row)) if self.shared_prefill else prompt_of_row
-        ids = [self.encoded[p] for p in distinct]
-        groups = _prefix_groups(ids) if self.shared_prefill else [list(range(len(ids)))]
-        parts, order, alone = [], [], []
-        for group in groups:
-            prefix = _common_prefix([ids[i] for i in group]) if len(group) > 1 else 0
-            if prefix >= _MIN_SHARED_PREFIX:
-                parts.extend(self._prefill_on_prefix([ids[i] for i in group], prefix))
-                order.extend(group)
-            else:
-                alone.extend(group)
-        if alone:
-            parts.append(self._prefill_padded([ids[i] for i in alone]))
-            order.extend(alone)
-        batch = _merge(parts)
-        line_of = {index: line for line, index in enumerate(order)}
+        batch = self._prefill_padded([self.encoded[p] for p in distinct])
         if self.shared_prefill:
-            batch.take([line_of[distinct.index(p)] for p in prompt_of_row])
-        else:
-            batch.take([line_of[i] for i in range(len(rows))])
+            batch.take([distinct.index(p) for p in prompt_of_row])
         batch.rows = rows
         return batch
 
@@ -513,22 +496,6 @@ class _Scheduler:
         logits = self._forward(padded["input_ids"], mask, positions, cache)
         return _Batch([], cache, mask, positions[:, -1:] + 1, logits)
 
-    def _prefill_on_prefix(self, ids: list[list[int]], prefix: int) -> list[_Batch]:
-        """The shared prefix once, then each prompt's own suffix on a copy of its KV cache:
-        no padding inside any row, so the result is each prompt's own prefill."""
-        shared = DynamicCache()
-        head = torch.tensor([ids[0][:prefix]], device=self.device)
-        self._forward(head, torch.ones_like(head), None, shared)
-        parts = []
-        for prompt_ids in ids:
-            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v, _ in shared])
-            suffix = torch.tensor([prompt_ids[prefix:]], device=self.device)
-            mask = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
-            positions = torch.arange(prefix, len(prompt_ids), device=self.device)[None]
-            logits = self._forward(suffix, mask, positions, cache)
-            parts.append(_Batch([], cache, mask, positions[:, -1:] + 1, logits))
-        return parts
-
     def _finish(self, row: _Row) -> Generation:
         return _finish(
             self.tokenizer,
@@ -538,28 +505,6 @@ class _Scheduler:
             stops=self.stopper_of_prompt[row.job[0]].stops,
             seconds=row.seconds,
         )
-
-
-_MIN_SHARED_PREFIX = 32
-
-
-def _prefix_groups(ids: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Indexes of the prompts grouped by their first `_MIN_SHARED_PREFIX` tokens."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, prompt in enumerate(ids):
-        start = tuple(prompt[:_MIN_SHARED_PREFIX]) if len(prompt) > _MIN_SHARED_PREFIX else ()
-        groups.setdefault(start or (-1 - index,), []).append(index)
-    return list(groups.values())
-
-
-def _common_prefix(ids: Sequence[Sequence[int]]) -> int:
-    """Tokens shared at the start of every prompt, leaving each at least one token of its own
-    (the last prompt token's logits start its decoding)."""
-    shortest = min(len(prompt) for prompt in ids)
-    length = 0
-    while length < shortest - 1 and all(prompt[length] == ids[0][length] for prompt in ids):
-        length += 1
-    return length
 
 
 def _draw(scores: torch.Tensor, generators: Sequence[torch.Generator], params) -> torch.Tensor:
