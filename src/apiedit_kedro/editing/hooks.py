@@ -149,6 +149,7 @@ def replay_lower_layers(model: nn.Module, layers_path: str, first_layer: int) ->
     stack = model.get_submodule(layers_path)
     decoder = model.get_submodule(layers_path.rpartition(".")[0])
     lower = [stack[i] for i in range(first_layer)]
+    skipped = [_PassThrough() for _ in lower]
     stored: dict[tuple, torch.Tensor] = {}
     current: dict[str, tuple | None] = {"key": None}
 
@@ -159,7 +160,7 @@ def replay_lower_layers(model: nn.Module, layers_path: str, first_layer: int) ->
     def before_decoder(_module, _args, kwargs):
         current["key"] = _input_key(kwargs)
         if current["key"] in stored:
-            swap_in([_PassThrough() for _ in lower])
+            swap_in(skipped)
 
     def after_decoder(*_):
         swap_in(lower)

@@ -332,8 +332,13 @@ class _Batch:
                 layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
 
 
+def _has_kv(layer) -> bool:
+    """False for a layer that holds no keys of its own (KV sharing, or nothing cached yet)."""
+    return bool(layer.is_initialized and layer.keys.numel())
+
+
 def _filled_layers(cache: DynamicCache) -> list:
-    return [layer for layer in cache.layers if layer.is_initialized and layer.keys.numel()]
+    return [layer for layer in cache.layers if _has_kv(layer)]
 
 
 def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
@@ -344,26 +349,21 @@ def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def _merge(parts: Sequence[_Batch]) -> _Batch:
-    """One batch from several, each left-padded to the widest; padding keys and values are
-    zeros behind a 0 in the mask, so no row attends to them."""
-    if len(parts) == 1:
-        return parts[0]
+def _join(running: _Batch, fresh: _Batch) -> _Batch:
+    """One batch of both, each left-padded to the wider; padding keys and values are zeros
+    behind a 0 in the mask, so no row attends to them."""
+    parts = (running, fresh)
     width = max(part.mask.shape[1] for part in parts)
-    caches = [part.cache for part in parts]
     layers = []
-    for per_part in zip(*(c.layers for c in caches), strict=True):
-        if not all(layer.is_initialized and layer.keys.numel() for layer in per_part):
+    for pair in zip(running.cache.layers, fresh.cache.layers, strict=True):
+        if not all(_has_kv(layer) for layer in pair):
             layers.append((None, None))  # a layer without its own KV (KV sharing)
             continue
-        keys, values = [], []
-        for layer in per_part:
-            missing = width - layer.keys.shape[-2]
-            keys.append(_left_pad(layer.keys, missing, dim=-2))
-            values.append(_left_pad(layer.values, missing, dim=-2))
+        keys = [_left_pad(layer.keys, width - layer.keys.shape[-2], dim=-2) for layer in pair]
+        values = [_left_pad(layer.values, width - layer.keys.shape[-2], dim=-2) for layer in pair]
         layers.append((torch.cat(keys), torch.cat(values)))
     return _Batch(
-        rows=[row for part in parts for row in part.rows],
+        rows=[*running.rows, *fresh.rows],
         cache=DynamicCache(ddp_cache_data=layers),
         mask=torch.cat([_left_pad(p.mask, width - p.mask.shape[1], dim=1) for p in parts]),
         next_position=torch.cat([part.next_position for part in parts]),
@@ -422,7 +422,7 @@ class _Scheduler:
                 share = (time.perf_counter() - started) / len(admitted)
                 for row in fresh.rows:
                     row.seconds += share
-                batch = fresh if batch is None else _merge([batch, fresh])
+                batch = fresh if batch is None else _join(batch, fresh)
             started = time.perf_counter()
             finished, batch = self._step(batch)
             stepped = [*finished, *(batch.rows if batch else [])]
@@ -475,16 +475,6 @@ class _Scheduler:
         batch.rows = rows
         return batch
 
-    def _forward(self, ids, mask, positions, cache) -> torch.Tensor:
-        return self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
-
     def _prefill_padded(self, ids: list[list[int]]) -> _Batch:
         padded = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(
             self.device
@@ -493,7 +483,14 @@ class _Scheduler:
         # Positions follow the left padding exactly as `model.generate` derives them.
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
         cache = DynamicCache()
-        logits = self._forward(padded["input_ids"], mask, positions, cache)
+        logits = self.model(
+            input_ids=padded["input_ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
         return _Batch([], cache, mask, positions[:, -1:] + 1, logits)
 
     def _finish(self, row: _Row) -> Generation:
