@@ -2,6 +2,8 @@
 
 import itertools
 
+import pytest
+
 from apiedit_kedro.models.generation import DecodingParams, generate
 from apiedit_kedro.models.tiny import build_tiny_model
 
@@ -17,8 +19,20 @@ def _record_forwards(model):
     return calls, model.register_forward_pre_hook(record, with_kwargs=True)
 
 
-def test_a_row_that_stops_early_is_replaced_and_tokens_stay_the_same(code_prompts):
-    model, tokenizer = build_tiny_model("llama", seed=3)
+def _past_the_window(prompts):
+    """Prompts of different lengths, all longer than the tiny Gemma 3's 32-token sliding window:
+    a row that joins late is left-padded, and padding anywhere else would shift the window."""
+    return [
+        f"# helper {i}: " + "compute the values carefully " * (6 + 3 * i) + "\n" + prompt
+        for i, prompt in enumerate(prompts)
+    ]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_a_row_that_stops_early_is_replaced_and_tokens_stay_the_same(family, code_prompts):
+    model, tokenizer = build_tiny_model(family, seed=3)
+    if family == "gemma3":
+        code_prompts = _past_the_window(code_prompts)
     longest = max(range(len(code_prompts)), key=lambda i: len(tokenizer(code_prompts[i]).input_ids))
     plain = generate(
         model,
