@@ -176,7 +176,7 @@ def _covariance(model, tokenizer, params: dict, budget: int, directory: Path):
 def _child(args) -> None:
     """Measure one method over every request in this (fresh) process; one JSON line to stdout."""
     params = yaml.safe_load(args.params.read_text())
-    requests = json.loads(REQUESTS_PATH.read_text())
+    requests = json.loads(args.requests.read_text())
     loaded, _ = _load(args.threads)
     model, tokenizer = loaded.model, loaded.tokenizer
     covariance = _covariance(model, tokenizer, params, args.token_budget, args.cache_dir)
@@ -267,6 +267,8 @@ def _run_method(label: str, tree: Path, method: str, args, cache_dir: Path) -> d
         method,
         "--params",
         str(params_path),
+        "--requests",
+        str(args.requests),
         "--cache-dir",
         str(cache_dir),
         "--token-budget",
@@ -330,6 +332,12 @@ def main() -> None:
         type=Path,
         help="draw benchmarks/edit_cost_requests.json from this edit_requests parquet file, then stop",
     )
+    parser.add_argument(
+        "--requests",
+        type=Path,
+        default=REQUESTS_PATH,
+        help="the request set (benchmarks/tune_editing.py passes its development requests)",
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--params", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -344,9 +352,9 @@ def main() -> None:
     if args.only:
         _child(args)
         return
-    if not REQUESTS_PATH.is_file():
+    if not args.requests.is_file():
         raise SystemExit(
-            f"{REQUESTS_PATH} is missing: run with --freeze-from <edit_requests parquet>"
+            f"{args.requests} is missing: run with --freeze-from <edit_requests parquet>"
         )
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
@@ -396,7 +404,7 @@ def main() -> None:
         "load_average_at_end": list(os.getloadavg()),
         "platform": platform.platform(),
         "model_load_seconds": load_seconds,
-        "requests": [r["edit_id"] for r in json.loads(REQUESTS_PATH.read_text())],
+        "requests": [r["edit_id"] for r in json.loads(args.requests.read_text())],
         "baseline_commit": baseline_commit,
         "covariance": covariance_report,
         "methods": rows,
