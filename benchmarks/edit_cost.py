@@ -24,7 +24,7 @@ and restores it (the weight checksum is verified after every restore). Per reque
 the table then shows both, measured in the same run on the same machine.
 
 Usage: python benchmarks/edit_cost.py [--token-budget 8000] [--threads 1] [--methods rome,...]
-       [--baseline-tree /path/to/older/checkout]
+       [--baseline-tree /path/to/older/checkout [--side-by-side]]
 Prints a table and one summary line; writes benchmarks/results/edit_cost.json.
 """
 
@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -323,6 +324,11 @@ def main() -> None:
         help="torch intra-op threads (1 is fastest on a busy 2-core box)",
     )
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="measure both trees of a method at once, one core each (halves the wall time)",
+    )
     parser.add_argument("--output", type=Path, default=RESULT_PATH)
     parser.add_argument(
         "--baseline-tree", type=Path, help="an earlier checkout to measure in the same run"
@@ -378,11 +384,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as baseline_cache:
             if args.baseline_tree:
                 trees.append(("baseline", args.baseline_tree, Path(baseline_cache)))
-            # method by method, both trees back to back, so a change in the machine's load
-            # during the run falls on both sides of each comparison alike
-            for method in methods:
-                for label, tree, cache in trees:
-                    rows.append(_run_method(label, tree, method, args, cache))
+            # method by method, both trees back to back (or side by side, one core each), so a
+            # change in the machine's load during the run falls on both sides of each comparison
+            with ThreadPoolExecutor(max_workers=2 if args.side_by_side else 1) as pool:
+                for method in methods:
+                    rows.extend(
+                        pool.map(
+                            lambda tree_run, m=method: _run_method(
+                                *tree_run[:2], m, args, tree_run[2]
+                            ),
+                            trees,
+                        )
+                    )
     covariance_report = {
         "layers": covariance_layers(params),
         "token_budget": args.token_budget,
@@ -400,6 +413,7 @@ def main() -> None:
     report = {
         "model": model_name,
         "torch_threads": args.threads,
+        "side_by_side": args.side_by_side,
         "cpu_count": os.cpu_count(),
         "load_average_at_end": list(os.getloadavg()),
         "platform": platform.platform(),

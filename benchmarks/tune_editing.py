@@ -6,7 +6,8 @@ method's two main knobs, one corner of which is the value derived from the publi
 relative depth and width). Every candidate edits every development request once, from the
 unedited model (the same measurement as ``benchmarks/edit_cost.py``, in a fresh process per
 candidate). The winner has the most successes (the greedy continuation starts with
-``target_new``), then the highest mean rewrite accuracy, then the lowest seconds per edit.
+``target_new``), then the highest locality (share of unrelated prompts whose next token is
+unchanged), then the highest mean rewrite accuracy, then the lowest seconds per edit.
 
 Development requests. They are built from the MBPP tasks the synthesis never turns into items
 (``synthesis.excluded_mbpp_ids``: tasks 1-10 and the spare shots), with the benchmark's own
@@ -18,7 +19,7 @@ request per API, APIs in a seeded shuffle); the search reads that file, so a cha
 catalogue cannot move the development set silently.
 
 Usage: python benchmarks/tune_editing.py --freeze
-       python benchmarks/tune_editing.py [--jobs 2] [--methods rome,...]
+       python benchmarks/tune_editing.py [--jobs 2] [--methods rome,...] [--reselect]
 Prints one table and the winners; writes benchmarks/results/edit_tuning.json. The winners are
 copied into conf/base/parameters_editing.yml by hand, next to the table.
 """
@@ -84,8 +85,17 @@ def candidates(method: str) -> list[dict]:
 
 
 def best_candidate(summaries: list[dict]) -> dict:
-    """Most successes, then highest mean rewrite accuracy, then fewest seconds per edit."""
-    return max(summaries, key=lambda s: (s["successes"], s["rewrite_acc_mean"], -s["seconds_mean"]))
+    """Most successes, then the highest locality (the edit that leaves unrelated code alone),
+    then the highest mean rewrite accuracy, then the fewest seconds per edit."""
+    return max(
+        summaries,
+        key=lambda s: (
+            s["successes"],
+            s["locality_mean"],
+            s["rewrite_acc_mean"],
+            -s["seconds_mean"],
+        ),
+    )
 
 
 def build_dev_requests(
@@ -224,6 +234,11 @@ def main() -> None:
     parser.add_argument("--freeze", action="store_true", help="write the development requests")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=2, help="candidates measured at once")
+    parser.add_argument(
+        "--reselect",
+        action="store_true",
+        help="apply the selection rule to the measurements recorded in --output (no edits)",
+    )
     parser.add_argument("--token-budget", type=int, default=8000)
     parser.add_argument("--output", type=Path, default=RESULT_PATH)
     args = parser.parse_args()
@@ -245,6 +260,10 @@ def main() -> None:
     unknown = sorted(set(methods) - set(GRID))
     if unknown:
         raise SystemExit(f"no grid for methods {unknown}; choose from {sorted(GRID)}")
+    if args.reselect:
+        recorded = json.loads(args.output.read_text())["methods"]
+        _report([s for m in methods for s in recorded[m]["candidates"]], methods, args.output)
+        return
     params = yaml.safe_load(PARAMS_PATH.read_text())
     with tempfile.TemporaryDirectory() as cache:
         # one child fills the covariance cache first, so parallel children only read it
@@ -252,9 +271,15 @@ def main() -> None:
         first = _evaluate(*jobs[0], params, args, Path(cache))
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             rest = list(pool.map(lambda job: _evaluate(*job, params, args, Path(cache)), jobs[1:]))
-    summaries = [first, *rest]
+    _report([first, *rest], methods, args.output)
+
+
+def _report(summaries: list[dict], methods: list[str], output: Path) -> None:
     report = {"rule": __doc__.split("\n\n")[1], "grid": GRID, "methods": {}}
-    lines = [f"{'method':<6} {'candidate':<48} {'success':>8} {'rewrite':>8} {'s/edit':>7}"]
+    lines = [
+        f"{'method':<6} {'candidate':<48} {'success':>8} {'locality':>8} {'rewrite':>8} "
+        f"{'s/edit':>7}"
+    ]
     for method in methods:
         mine = [s for s in summaries if s["method"] == method]
         winner = best_candidate(mine)
@@ -263,10 +288,11 @@ def main() -> None:
             mark = " *" if s is winner else ""
             lines.append(
                 f"{method:<6} {json.dumps(s['override']):<48} {s['successes']:>3}/{s['requests']:<4} "
-                f"{s['rewrite_acc_mean']:>8.2f} {s['seconds_mean']:>7.1f}{mark}"
+                f"{s['locality_mean']:>8.2f} {s['rewrite_acc_mean']:>8.2f} "
+                f"{s['seconds_mean']:>7.1f}{mark}"
             )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
     logger.info("\n%s", "\n".join(lines))
     logger.info(
         "tune_editing winners: %s",
