@@ -43,15 +43,15 @@ import yaml
 
 from apiedit_kedro.apis.catalog import catalog_to_records
 from apiedit_kedro.apis.mapping import parse_mappings
-from apiedit_kedro.apis.usages import detect_api_uses
 from apiedit_kedro.benchmark.edit_requests import (
     EDIT_REQUEST_COLUMNS,
     call_context,
     choose_subjects,
     locality_prompt,
 )
-from apiedit_kedro.benchmark.items import as_list, plan_items
+from apiedit_kedro.benchmark.items import plan_items
 from apiedit_kedro.editing import METHODS
+from apiedit_kedro.pipelines.synthesis.nodes import detect_usages
 from apiedit_kedro.problems import PROBLEM_COLUMNS, mbpp_problems
 
 logger = logging.getLogger("tune_editing")
@@ -104,26 +104,12 @@ def build_dev_requests(
     """Edit requests from the MBPP tasks the synthesis excludes, one per API (seeded shuffle)."""
     records = catalog_to_records(catalog)
     mappings = {m.api_id: m for m in parse_mappings(records)}
-    builtins_in_scope = {api for api in mappings if api.startswith("builtins.")}
     wanted = {f"MBPP/{i}" for i in excluded_ids}
     pool = pd.DataFrame(
         [p for p in mbpp_problems(mbpp_records) if p["problem_id"] in wanted],
         columns=PROBLEM_COLUMNS,
     )
-    usages = []
-    for problem in pool.itertuples(index=False):
-        tests = "\n".join([problem.test_setup, *as_list(problem.tests)])
-        for where, source in (("solution", problem.reference_solution), ("tests", tests)):
-            for use in detect_api_uses(source, builtins_in_scope=builtins_in_scope):
-                usages.append(
-                    {
-                        "problem_id": problem.problem_id,
-                        "where": where,
-                        "api": use.api,
-                        "catalogued": use.api in mappings,
-                    }
-                )
-    usages = pd.DataFrame(usages)
+    usages = detect_usages(pool, pd.DataFrame({"api_id": list(mappings)}))
     items, _ = plan_items(pool, usages, mappings)
     touching = set(usages.loc[usages["catalogued"], "problem_id"])
     untouched = pool[~pool["problem_id"].isin(touching)].sort_values("problem_id")
