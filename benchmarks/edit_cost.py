@@ -1,11 +1,13 @@
-"""Edit cost and edit quality per method on the embedded Gemma 3 270M on CPU, over a fixed set of
-held-out edit requests, for the current code and (optionally) an earlier checkout of it.
+"""Edit cost and edit quality per method on a small model on CPU (the embedded Gemma 3 270M, or
+the model of ``--env``), over a fixed set of held-out edit requests, for the current code and
+(optionally) an earlier checkout of it.
 
 The requests (``benchmarks/edit_cost_requests.json``, 12 of them) were drawn once from the
 synthesized benchmark's edit requests with ``--freeze-from``: one request per API, 12 APIs chosen
 with a seeded shuffle. They are held out in the sense that matters: no hyperparameter in
-``conf/base/parameters_editing.yml`` was chosen by looking at them (the policy derives every small
-model's values from the published 7B configs).
+``conf/*/parameters_editing.yml`` was chosen by looking at them (the rule derives the small models'
+values from the published 7B configs, then searches on development requests built from MBPP tasks
+the benchmark never uses, ``benchmarks/tune_editing.py``).
 
 Each (code tree, method) runs in its own fresh process, so memory freed by one method cannot hide
 another's peak. The child loads the model and its covariance (computed into a cache directory per
@@ -20,12 +22,15 @@ and restores it (the weight checksum is verified after every restore). Per reque
   see torch allocations), reported as the increase over the RSS before the first edit.
 
 ``--baseline-tree PATH`` also runs every method from another checkout (its ``src/`` first on
-``PYTHONPATH`` and its own ``conf/base/parameters_editing.yml``), scored by that checkout's metrics;
-the table then shows both, measured in the same run on the same machine.
+``PYTHONPATH`` and its own ``conf/``), scored by that checkout's metrics; the table then shows
+both, measured in the same run on the same machine. ``--env NAME`` reads the model card and the
+editing hyperparameters as ``kedro run --env NAME`` would (the project's own config loader, base
+deep-merged with the environment).
 
-Usage: python benchmarks/edit_cost.py [--token-budget 8000] [--threads 1] [--methods rome,...]
-       [--baseline-tree /path/to/older/checkout [--side-by-side]]
-Prints a table and one summary line; writes benchmarks/results/edit_cost.json.
+Usage: python benchmarks/edit_cost.py [--env smollm2_135m] [--token-budget 8000] [--threads 1]
+       [--methods rome,...] [--baseline-tree /path/to/older/checkout [--side-by-side]]
+Prints a table and one summary line; writes benchmarks/results/edit_cost.json (or
+edit_cost_<env>.json).
 """
 
 from __future__ import annotations
@@ -148,17 +153,29 @@ def _scores(model, tokenizer, request: dict, locality_before: list[int]) -> dict
     }
 
 
-def _model_card() -> dict:
-    path = ROOT / "conf" / "base" / "parameters_model.yml"
-    card = yaml.safe_load(path.read_text())["model"]
-    return {**card, "device": "cpu"}
+def project_parameters(tree: Path, env: str | None) -> dict:
+    """The parameters ``kedro run --env env`` sees in checkout ``tree`` (None: the default run)."""
+    from kedro.config import OmegaConfigLoader
+
+    from apiedit_kedro.settings import CONFIG_LOADER_ARGS
+
+    if env is not None and not (tree / "conf" / env).is_dir():
+        known = sorted(p.name for p in (tree / "conf").iterdir() if p.is_dir())
+        raise SystemExit(f"--env {env}: no conf/{env} in {tree}; choose one of {known}")
+    loader = OmegaConfigLoader(conf_source=str(tree / "conf"), env=env, **CONFIG_LOADER_ARGS)
+    return loader["parameters"]
 
 
-def _load(threads: int):
+def _load(threads: int, card: dict):
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    loaded = load_model(_model_card())
+    loaded = load_model({**card, "device": "cpu"})
     return loaded, time.perf_counter() - started
+
+
+def _method_blocks(params: dict) -> dict:
+    """The editing methods' parameter blocks out of all the project's parameters."""
+    return {method: params[method] for method in METHODS if method in params}
 
 
 def _covariance(model, tokenizer, params: dict, budget: int, directory: Path):
@@ -166,7 +183,7 @@ def _covariance(model, tokenizer, params: dict, budget: int, directory: Path):
     return load_or_compute_covariance(
         model,
         tokenizer,
-        covariance_layers(params),
+        covariance_layers(_method_blocks(params)),
         corpus=settings["corpus"],
         token_budget=budget,
         max_len=settings["max_len"],
@@ -178,7 +195,7 @@ def _child(args) -> None:
     """Measure one method over every request in this (fresh) process; one JSON line to stdout."""
     params = yaml.safe_load(args.params.read_text())
     requests = json.loads(args.requests.read_text())
-    loaded, _ = _load(args.threads)
+    loaded, _ = _load(args.threads, params["model"])
     model, tokenizer = loaded.model, loaded.tokenizer
     covariance = _covariance(model, tokenizer, params, args.token_budget, args.cache_dir)
     hparams = params[args.only]["hparams"]
@@ -258,16 +275,17 @@ def _child(args) -> None:
 
 
 def _run_method(label: str, tree: Path, method: str, args, cache_dir: Path) -> dict:
-    params_path = tree / "conf" / "base" / "parameters_editing.yml"
-    if not params_path.is_file():
-        raise SystemExit(f"{label} tree {tree}: no conf/base/parameters_editing.yml")
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
+        # the model card comes from the current tree, so both trees edit the same model
+        parameters = {**project_parameters(tree, args.env), "model": args.model_card}
+        yaml.safe_dump(parameters, handle)
     command = [
         sys.executable,
         __file__,
         "--only",
         method,
         "--params",
-        str(params_path),
+        handle.name,
         "--requests",
         str(args.requests),
         "--cache-dir",
@@ -278,9 +296,12 @@ def _run_method(label: str, tree: Path, method: str, args, cache_dir: Path) -> d
         str(args.threads),
     ]
     environment = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    completed = subprocess.run(
-        command, check=False, capture_output=True, text=True, env=environment
-    )
+    try:
+        completed = subprocess.run(
+            command, check=False, capture_output=True, text=True, env=environment
+        )
+    finally:
+        os.unlink(handle.name)
     if completed.returncode != 0:
         raise SystemExit(f"{label} {method} failed:\n{completed.stderr[-4000:]}")
     row = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -329,7 +350,10 @@ def main() -> None:
         action="store_true",
         help="measure both trees of a method at once, one core each (halves the wall time)",
     )
-    parser.add_argument("--output", type=Path, default=RESULT_PATH)
+    parser.add_argument(
+        "--env", help="Kedro environment whose model and hyperparameters to measure (default: base)"
+    )
+    parser.add_argument("--output", type=Path, help="default benchmarks/results/edit_cost.json")
     parser.add_argument(
         "--baseline-tree", type=Path, help="an earlier checkout to measure in the same run"
     )
@@ -366,8 +390,14 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_editing.yml").read_text())
-    loaded, load_seconds = _load(args.threads)
+    params = project_parameters(ROOT, args.env)
+    args.model_card = params["model"]
+    if args.output is None:
+        suffix = f"_{args.env}" if args.env else ""
+        args.output = RESULT_PATH.with_name(f"edit_cost{suffix}.json")
+    if args.baseline_tree and not (args.baseline_tree / "conf").is_dir():
+        raise SystemExit(f"--baseline-tree {args.baseline_tree}: not a checkout (no conf/)")
+    loaded, load_seconds = _load(args.threads, args.model_card)
     model, tokenizer, model_name = loaded.model, loaded.tokenizer, loaded.card.name
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -397,7 +427,7 @@ def main() -> None:
                         )
                     )
     covariance_report = {
-        "layers": covariance_layers(params),
+        "layers": covariance_layers(_method_blocks(params)),
         "token_budget": args.token_budget,
         "seconds_cold": timings["cold"],
         "seconds_cached": timings["cached"],
@@ -412,6 +442,7 @@ def main() -> None:
         ).stdout.strip()
     report = {
         "model": model_name,
+        "env": args.env,
         "torch_threads": args.threads,
         "side_by_side": args.side_by_side,
         "cpu_count": os.cpu_count(),

@@ -19,9 +19,11 @@ request per API, APIs in a seeded shuffle); the search reads that file, so a cha
 catalogue cannot move the development set silently.
 
 Usage: python benchmarks/tune_editing.py --freeze
-       python benchmarks/tune_editing.py [--jobs 2] [--methods rome,...] [--reselect]
-Prints one table and the winners; writes benchmarks/results/edit_tuning.json. The winners are
-copied into conf/base/parameters_editing.yml by hand, next to the table.
+       python benchmarks/tune_editing.py [--env smollm2_135m] [--jobs 2] [--methods rome,...]
+                                         [--reselect]
+Prints one table and the winners; writes benchmarks/results/edit_tuning.json (edit_tuning_<env>.json
+for another environment). The winners are copied by hand into the environment's
+parameters_editing.yml (conf/base for Gemma 3), next to the table.
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ logger = logging.getLogger("tune_editing")
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIT_COST = ROOT / "benchmarks" / "edit_cost.py"
-PARAMS_PATH = ROOT / "conf" / "base" / "parameters_editing.yml"
 DEV_REQUESTS_PATH = ROOT / "benchmarks" / "edit_tuning_requests.json"
 RESULT_PATH = ROOT / "benchmarks" / "results" / "edit_tuning.json"
 FREEZE_SEED = 2511
@@ -66,21 +67,37 @@ DEV_COUNT = 6
 N_REPHRASE = 3
 N_LOCALITY = 3
 
-# Per method two knobs, two values each; the first value of each is the derived one, so the
-# first candidate is the configuration before tuning. Layer sets of MEMIT/PMET stay fixed, so
-# every candidate reads the same covariance statistics.
-GRID: dict[str, dict[str, list]] = {
-    "ft": {"layers": [[12], [6]], "norm_constraint": [1.0e-4, 1.0e-3]},
-    "grace": {"layers": [[15], [8]], "edit_lr": [1.0, 3.0]},
-    "rome": {"layers": [[3], [5]], "v_lr": [0.5, 2.0]},
-    "memit": {"mom2_update_weight": [2791.0, 300.0], "v_lr": [0.5, 2.0]},
-    "pmet": {"mom2_update_weight": [2791.0, 300.0], "v_lr": [0.5, 2.0]},
+# Per model environment and method two knobs, two values each; the first value of each is the
+# derived one, so the first candidate is the configuration before tuning. The second values of a
+# model sit where Gemma 3's do relative to its depth (layer l of 18 -> round(l * L / 18)) and its
+# derived lambda (300 / 2791 of it). Layer sets of MEMIT/PMET stay fixed, so every candidate reads
+# the same covariance statistics.
+GRIDS: dict[str, dict[str, dict[str, list]]] = {
+    "base": {
+        "ft": {"layers": [[12], [6]], "norm_constraint": [1.0e-4, 1.0e-3]},
+        "grace": {"layers": [[15], [8]], "edit_lr": [1.0, 3.0]},
+        "rome": {"layers": [[3], [5]], "v_lr": [0.5, 2.0]},
+        "memit": {"mom2_update_weight": [2791.0, 300.0], "v_lr": [0.5, 2.0]},
+        "pmet": {"mom2_update_weight": [2791.0, 300.0], "v_lr": [0.5, 2.0]},
+    },
+    "smollm2_135m": {
+        "ft": {"layers": [[20], [10]], "norm_constraint": [1.0e-4, 1.0e-3]},
+        "grace": {"layers": [[25], [13]], "edit_lr": [1.0, 3.0]},
+        "rome": {"layers": [[5], [8]], "v_lr": [0.5, 2.0]},
+        "memit": {"mom2_update_weight": [2093.0, 225.0], "v_lr": [0.5, 2.0]},
+        "pmet": {"mom2_update_weight": [2093.0, 225.0], "v_lr": [0.5, 2.0]},
+    },
 }
 
 
-def candidates(method: str) -> list[dict]:
-    """The method's grid as override dicts, the derived corner first."""
-    (first, first_values), (second, second_values) = GRID[method].items()
+def result_path(env: str = "base") -> Path:
+    """Where the search of one model environment is recorded."""
+    return RESULT_PATH if env == "base" else RESULT_PATH.with_name(f"edit_tuning_{env}.json")
+
+
+def candidates(method: str, env: str = "base") -> list[dict]:
+    """The method's grid on the environment's model as override dicts, the derived corner first."""
+    (first, first_values), (second, second_values) = GRIDS[env][method].items()
     return [{first: a, second: b} for a in first_values for b in second_values]
 
 
@@ -226,7 +243,10 @@ def main() -> None:
         help="apply the selection rule to the measurements recorded in --output (no edits)",
     )
     parser.add_argument("--token-budget", type=int, default=8000)
-    parser.add_argument("--output", type=Path, default=RESULT_PATH)
+    parser.add_argument(
+        "--env", help="Kedro environment of the model to tune (default: base, Gemma 3 270M)"
+    )
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/edit_tuning.json")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -242,26 +262,33 @@ def main() -> None:
         return
     if not DEV_REQUESTS_PATH.is_file():
         raise SystemExit(f"{DEV_REQUESTS_PATH} is missing: run with --freeze first")
+    env = args.env or "base"
+    if env not in GRIDS:
+        raise SystemExit(f"--env {env}: no search grid for it; add one to GRIDS ({sorted(GRIDS)})")
+    output = args.output or result_path(env)
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(GRID))
+    unknown = sorted(set(methods) - set(GRIDS[env]))
     if unknown:
-        raise SystemExit(f"no grid for methods {unknown}; choose from {sorted(GRID)}")
+        raise SystemExit(f"no grid for methods {unknown}; choose from {sorted(GRIDS[env])}")
     if args.reselect:
-        recorded = json.loads(args.output.read_text())["methods"]
-        _report([s for m in methods for s in recorded[m]["candidates"]], methods, args.output)
+        recorded = json.loads(output.read_text())["methods"]
+        _report([s for m in methods for s in recorded[m]["candidates"]], methods, env, output)
         return
-    params = yaml.safe_load(PARAMS_PATH.read_text())
+    # the sibling script (python puts benchmarks/ on sys.path); it reads conf as `kedro run` does
+    from edit_cost import project_parameters
+
+    params = project_parameters(ROOT, args.env)
     with tempfile.TemporaryDirectory() as cache:
         # one child fills the covariance cache first, so parallel children only read it
-        jobs = [(m, o) for m in methods for o in candidates(m)]
+        jobs = [(m, o) for m in methods for o in candidates(m, env)]
         first = _evaluate(*jobs[0], params, args, Path(cache))
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             rest = list(pool.map(lambda job: _evaluate(*job, params, args, Path(cache)), jobs[1:]))
-    _report([first, *rest], methods, args.output)
+    _report([first, *rest], methods, env, output)
 
 
-def _report(summaries: list[dict], methods: list[str], output: Path) -> None:
-    report = {"rule": __doc__.split("\n\n")[1], "grid": GRID, "methods": {}}
+def _report(summaries: list[dict], methods: list[str], env: str, output: Path) -> None:
+    report = {"rule": __doc__.split("\n\n")[1], "env": env, "grid": GRIDS[env], "methods": {}}
     lines = [
         f"{'method':<6} {'candidate':<48} {'success':>8} {'locality':>8} {'rewrite':>8} "
         f"{'s/edit':>7}"

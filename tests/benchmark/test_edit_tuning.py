@@ -18,7 +18,9 @@ from apiedit_kedro.problems import mbpp_problems
 from tests.kedro_helpers import PROJECT_ROOT, mbpp_path
 
 SCRIPT = PROJECT_ROOT / "benchmarks" / "tune_editing.py"
-GEMMA_LAYERS, GEMMA_D_FF = 18, 2048
+# (layers, d_ff) of each searched model, read off its model config
+SHAPES = {"base": (18, 2048), "smollm2_135m": (30, 1536)}
+GEMMA_LAYERS = SHAPES["base"][0]
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +59,18 @@ def test_development_requests_share_no_problem_with_the_benchmark(tuning):
         assert not request["prompt"][-1].isspace()
 
 
-def test_every_method_gets_the_same_budget_starting_from_the_derived_values(tuning):
-    assert set(tuning.GRID) == set(METHODS)
-    sizes = {method: len(tuning.candidates(method)) for method in METHODS}
+@pytest.mark.parametrize("env", sorted(SHAPES))
+def test_every_method_gets_the_same_budget_starting_from_the_derived_values(tuning, env):
+    layers, d_ff = SHAPES[env]
+    assert set(tuning.GRIDS) == set(SHAPES)
+    assert set(tuning.GRIDS[env]) == set(METHODS)
+    sizes = {method: len(tuning.candidates(method, env)) for method in METHODS}
     assert set(sizes.values()) == {4}, sizes
 
     def depth(published_layer: int) -> int:
-        return math.floor(published_layer * GEMMA_LAYERS / 32 + 0.5)
+        return math.floor(published_layer * layers / 32 + 0.5)
 
-    derived_lambda = round(15000 * GEMMA_D_FF / 11008)
+    derived_lambda = round(15000 * d_ff / 11008)
     derived = {
         "ft": {"layers": [depth(21)], "norm_constraint": 1.0e-4},
         "grace": {"layers": [depth(27)], "edit_lr": 1.0},
@@ -73,10 +78,24 @@ def test_every_method_gets_the_same_budget_starting_from_the_derived_values(tuni
         "memit": {"mom2_update_weight": derived_lambda, "v_lr": 0.5},
         "pmet": {"mom2_update_weight": derived_lambda, "v_lr": 0.5},
     }
-    assert {m: tuning.candidates(m)[0] for m in METHODS} == derived
+    assert {m: tuning.candidates(m, env)[0] for m in METHODS} == derived
     for method in METHODS:
-        corners = tuning.candidates(method)
+        corners = tuning.candidates(method, env)
         assert len({json.dumps(c, sort_keys=True) for c in corners}) == 4, corners
+
+    # the other corners sit where Gemma 3's do, relative to depth and to the derived lambda
+    gemma = {m: tuning.candidates(m, "base")[-1] for m in METHODS}
+    for method in ("ft", "grace", "rome"):
+        (gemma_layer,) = gemma[method]["layers"]
+        expected = round(gemma_layer * layers / GEMMA_LAYERS)
+        assert tuning.candidates(method, env)[-1]["layers"] == [expected], method
+    for method in ("memit", "pmet"):
+        ratio = (
+            gemma[method]["mom2_update_weight"]
+            / tuning.candidates(method, "base")[0]["mom2_update_weight"]
+        )
+        expected = round(derived_lambda * ratio)
+        assert tuning.candidates(method, env)[-1]["mom2_update_weight"] == expected, method
 
 
 def test_the_winner_has_most_successes_then_locality_then_rewrite_accuracy_then_speed(tuning):
@@ -92,12 +111,20 @@ def test_the_winner_has_most_successes_then_locality_then_rewrite_accuracy_then_
     assert best(("a", 2, 1.0, 0.6, 5), ("b", 2, 1.0, 0.6, 4)) == "b"
 
 
-def test_the_configuration_holds_the_recorded_winners(tuning):
-    report = json.loads(tuning.RESULT_PATH.read_text())
-    configured = _yaml("conf/base/parameters_editing.yml")
+@pytest.mark.parametrize(
+    ("env", "conf_file"),
+    [
+        ("base", "conf/base/parameters_editing.yml"),
+        ("smollm2_135m", "conf/smollm2_135m/parameters_editing.yml"),
+    ],
+)
+def test_the_configuration_holds_the_recorded_winners(tuning, env, conf_file):
+    report = json.loads(tuning.result_path(env).read_text())
+    configured = _yaml(conf_file)
     assert set(report["methods"]) == set(METHODS)
     for method, record in report["methods"].items():
         hparams = configured[method]["hparams"]
         assert {key: hparams[key] for key in record["winner"]} == record["winner"], method
         assert record["winner"] in [c["override"] for c in record["candidates"]]
-        assert len(record["candidates"]) == len(tuning.candidates(method))
+        assert len(record["candidates"]) == len(tuning.candidates(method, env))
+        assert record["winner"] == tuning.best_candidate(record["candidates"])["override"]
