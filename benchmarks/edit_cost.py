@@ -21,6 +21,10 @@ and restores it (the weight checksum is verified after every restore). Per reque
 - seconds of the edit and the process RSS high-water mark, sampled every 5 ms (tracemalloc cannot
   see torch allocations), reported as the increase over the RSS before the first edit.
 
+``--covariance-order path`` is a diagnostic: the children read the covariance corpus's blocks in
+path order (the alphabetical prefix that ``editing/covariance.py`` read before it sampled) instead
+of the seeded random order, to isolate what the sampled C changes in a method's results.
+
 ``--baseline-tree PATH`` also runs every method from another checkout (its ``src/`` first on
 ``PYTHONPATH`` and its own ``conf/``), scored by that checkout's metrics; the table then shows
 both, measured in the same run on the same machine. ``--env NAME`` reads the model card and the
@@ -29,6 +33,7 @@ deep-merged with the environment).
 
 Usage: python benchmarks/edit_cost.py [--env smollm2_135m] [--token-budget 8000] [--threads 1]
        [--methods rome,...] [--baseline-tree /path/to/older/checkout [--side-by-side]]
+       [--covariance-order path --output benchmarks/results/edit_cost_path_order.json]
 Prints a table and one summary line; writes benchmarks/results/edit_cost.json (or
 edit_cost_<env>.json).
 """
@@ -191,8 +196,23 @@ def _covariance(model, tokenizer, params: dict, budget: int, directory: Path):
     )
 
 
+def _read_corpus_in_path_order() -> None:
+    """Make this process's covariance read the corpus blocks sorted by (file, offset)."""
+    from apiedit_kedro.editing import covariance
+
+    sampled = covariance._blocks
+
+    def path_order(files, max_len, seed):
+        return sorted(sampled(files, max_len, seed))
+
+    # the chunk list's hash is derived from the same order, so the cache key changes with it
+    covariance._blocks = path_order
+
+
 def _child(args) -> None:
     """Measure one method over every request in this (fresh) process; one JSON line to stdout."""
+    if args.covariance_order == "path":
+        _read_corpus_in_path_order()
     params = yaml.safe_load(args.params.read_text())
     requests = json.loads(args.requests.read_text())
     loaded, _ = _load(args.threads, params["model"])
@@ -294,6 +314,8 @@ def _run_method(label: str, tree: Path, method: str, args, cache_dir: Path) -> d
         str(args.token_budget),
         "--threads",
         str(args.threads),
+        "--covariance-order",
+        args.covariance_order,
     ]
     environment = {**os.environ, "PYTHONPATH": str(tree / "src")}
     try:
@@ -346,6 +368,12 @@ def main() -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
+        "--covariance-order",
+        choices=("sampled", "path"),
+        default="sampled",
+        help="diagnostic: 'path' reads the covariance corpus in path order (the old prefix)",
+    )
+    parser.add_argument(
         "--side-by-side",
         action="store_true",
         help="measure both trees of a method at once, one core each (halves the wall time)",
@@ -397,6 +425,10 @@ def main() -> None:
         args.output = RESULT_PATH.with_name(f"edit_cost{suffix}.json")
     if args.baseline_tree and not (args.baseline_tree / "conf").is_dir():
         raise SystemExit(f"--baseline-tree {args.baseline_tree}: not a checkout (no conf/)")
+    if args.baseline_tree and args.covariance_order != "sampled":
+        raise SystemExit(
+            "--covariance-order path applies to the current tree only; drop --baseline-tree"
+        )
     loaded, load_seconds = _load(args.threads, args.model_card)
     model, tokenizer, model_name = loaded.model, loaded.tokenizer, loaded.card.name
     rows = []
@@ -429,6 +461,7 @@ def main() -> None:
     covariance_report = {
         "layers": covariance_layers(_method_blocks(params)),
         "token_budget": args.token_budget,
+        "order_in_children": args.covariance_order,
         "seconds_cold": timings["cold"],
         "seconds_cached": timings["cached"],
     }
