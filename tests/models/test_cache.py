@@ -163,3 +163,19 @@ def test_per_prompt_stops_are_cached_as_if_each_prompt_ran_alone(
             counter.remove()
     assert counter.calls == 0
     assert [g.completion for g in mixed] == [g.completion for g in alone]
+
+
+def test_samples_of_another_draw_are_keyed_apart_and_greedy_keys_are_not(monkeypatch):
+    from apiedit_kedro.models import generation
+
+    sampled = DecodingParams(temperature=0.8, top_p=0.95, seed=3)
+    greedy = DecodingParams()
+
+    def keys():
+        return [GenerationCache.key("card", "base", "def f():", p, 0) for p in (sampled, greedy)]
+
+    sampled_key, greedy_key = keys()
+    monkeypatch.setattr(generation, "SAMPLER", "multinomial over the whole vocabulary")
+    other_sampled_key, other_greedy_key = keys()
+    assert other_sampled_key != sampled_key
+    assert other_greedy_key == greedy_key

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from apiedit_kedro.models import generation as generation_module
 from apiedit_kedro.models.generation import DecodingParams, generate
 from apiedit_kedro.models.tiny import build_tiny_model
 
@@ -25,7 +26,12 @@ def _greedy_without_cache(model, tokenizer, prompt: str) -> list[int]:
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 @pytest.mark.parametrize("shared_prefill", [False, True])
-def test_greedy_tokens_equal_a_cacheless_loop(family, batch_size, shared_prefill, code_prompts):
+# 2 spare cache columns: the cache outgrows its buffer every other step (64 never does here)
+@pytest.mark.parametrize("cache_room", [64, 2])
+def test_greedy_tokens_equal_a_cacheless_loop(
+    family, batch_size, shared_prefill, cache_room, code_prompts, monkeypatch
+):
+    monkeypatch.setattr(generation_module, "_CACHE_ROOM", cache_room)
     model, tokenizer = build_tiny_model(family, seed=5)
     params = DecodingParams(max_new_tokens=MAX_NEW, n_samples=2)
     generated = generate(
@@ -43,7 +49,11 @@ def test_greedy_tokens_equal_a_cacheless_loop(family, batch_size, shared_prefill
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_seeded_samples_equal_across_batch_size_and_shared_prefill(family, code_prompts):
+@pytest.mark.parametrize("cache_room", [64, 2])
+def test_seeded_samples_equal_across_batch_size_and_shared_prefill(
+    family, cache_room, code_prompts, monkeypatch
+):
+    monkeypatch.setattr(generation_module, "_CACHE_ROOM", cache_room)
     model, tokenizer = build_tiny_model(family, seed=6)
     params = DecodingParams(
         max_new_tokens=MAX_NEW, temperature=1.0, top_p=0.95, n_samples=5, seed=11
