@@ -1,4 +1,4 @@
-"""The dataset contracts of ../shared/DESIGN.md, written out independently of the code under test."""
+"""The dataset contracts between pipelines, written out independently of the code under test."""
 
 GENERATION_CONTRACT = {
     "model",

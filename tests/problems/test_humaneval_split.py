@@ -12,8 +12,8 @@ def humaneval_rows():
     return humaneval_problems(read_problems().values())
 
 
-def test_split_counts_match_the_sandbox_spec(humaneval_rows):
-    # sandbox spec §5.2: 1,181 units of which 48 constant asserts are dropped
+def test_split_counts_match_humanevals_asserts(humaneval_rows):
+    # HumanEval's 164 `check` bodies hold 1,181 top-level asserts, 48 of them constant
     assert len(humaneval_rows) == 164
     assert sum(len(r["tests"]) for r in humaneval_rows) == 1181 - 48
     assert sum(r["dropped_constant_asserts"] for r in humaneval_rows) == 48

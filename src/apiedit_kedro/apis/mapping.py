@@ -1,6 +1,6 @@
 """API mapping records: validation and the usage adapters that build a new API from an old one.
 
-An `api_mapping` row (see DESIGN.md) names an old std-lib API, the new API that replaces it and
+An `api_mapping` row names an old std-lib API, the new API that replaces it and
 an `impl` JSON saying how the call usage changes. `parse_mappings` validates rows before any
 expensive work and `build_new_callable` turns the old object into the new callable.
 

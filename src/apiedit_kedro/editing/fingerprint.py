@@ -1,7 +1,7 @@
 """Content fingerprints of models and weights, for cache keys and exact-restore checks.
 
 ``_name_or_path`` is empty for models built from a config, so caches are keyed by a hash of the
-config plus a few weight tensors instead (spec §2, §13).
+config plus a few weight tensors instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FT-M: constrained fine-tuning of ``down_proj`` weights on the target tokens only (spec §7).
+"""FT-M: constrained fine-tuning of ``down_proj`` weights on the target tokens only.
 
 The trainable update D is an fp32 side path (y = W x + D x) so it is not lost to bf16 rounding while
 training; after every Adam step D is clamped elementwise to [−ε, ε] (an L∞ box around the pre-edit

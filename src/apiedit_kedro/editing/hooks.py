@@ -1,7 +1,7 @@
 """Forward hooks that read or perturb module activations at chosen (row, position) pairs.
 
 transformers 5 returns plain tensors from decoder layers, MLPs and Linears but tuples from
-``self_attn``; outputs are unwrapped and re-wrapped by type, never by ``out[0]`` (spec §2).
+``self_attn``; outputs are unwrapped and re-wrapped by type, never by ``out[0]``.
 """
 
 from __future__ import annotations

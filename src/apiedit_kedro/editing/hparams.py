@@ -32,7 +32,7 @@ def _one_group() -> list[list[int]]:
 
 @dataclass(frozen=True)
 class _TargetHparams:
-    """Shared by ROME, MEMIT and PMET: the target-vector optimisation (spec §3)."""
+    """Shared by ROME, MEMIT and PMET: the target-vector optimisation."""
 
     layers: list[int]
     v_num_grad_steps: int = 25
@@ -44,7 +44,8 @@ class _TargetHparams:
     # [[length, count]]: `count` sampled prefixes of `length` tokens, plus the bare prompt
     context_template_length_params: list[list[int]] = field(default_factory=_one_group)
     mom2_update_weight: float = 15000.0
-    # ridge gamma on C: C + gamma * tr(C)/d_ff * I  (project's choice, spec §9)
+    # ridge gamma on C: C + gamma * tr(C)/d_ff * I (this project's addition, absent from the
+    # references: it keeps the solve defined when a small covariance sample leaves C singular)
     mom2_ridge: float = 1e-6
     seed: int = 0
 

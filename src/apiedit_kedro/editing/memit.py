@@ -1,4 +1,5 @@
-"""MEMIT (Meng et al. 2023) and the layer-spreading loop it shares with PMET; hand-written per spec §5.
+"""MEMIT (Meng et al. 2023) and the layer-spreading loop it shares with PMET; hand-written
+after the paper and its reference code.
 
 Targets z_i = h0 + δ_i are optimised on the residual output of the last edit layer L; then, for each
 edit layer in ascending order, with the model already holding the earlier layers' updates, the

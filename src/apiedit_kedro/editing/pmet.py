@@ -1,6 +1,6 @@
 """PMET (Li et al., AAAI 2024): attention and FFN targets optimised together, FFN-only update.
 
-Hand-written per spec §6: δ_A on layer L's ``o_proj`` output and δ_F on its ``down_proj`` output are
+Hand-written after the paper and its reference code: δ_A on layer L's ``o_proj`` output and δ_F on its ``down_proj`` output are
 optimised jointly (adaptive NLL weight, separate norm balls); only z_F = f0 + δ_F is kept and spread
 over the edit layers with a square-root share, ΔW = (R/√(m−j)) Kᵀ(KKᵀ + λC)⁻¹, solved in float64.
 ``o_proj`` is never modified.

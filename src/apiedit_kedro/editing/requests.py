@@ -1,7 +1,7 @@
 """Edit requests (EasyEdit vocabulary) and their tokenisation as id spans.
 
 Sequences are built by concatenating token-id lists (prompt ids, then target ids), never by
-formatting strings, so braces in code and repeated subjects cannot break them (spec §11).
+formatting strings, so braces in code and repeated subjects cannot break them.
 """
 
 from __future__ import annotations

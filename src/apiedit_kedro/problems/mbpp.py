@@ -1,6 +1,6 @@
 """MBPP records: the entry point, the task-specific prompt block and the id ranges of the release.
 
-The standard 3-shot prompt (MBPP paper; sandbox spec §2) repeats one block per task: the task text,
+The standard 3-shot prompt (MBPP paper) repeats one block per task: the task text,
 "Your code should pass these tests:", a blank line and the three asserts. This module builds only the
 block of the task itself; the shots around it are formatted by `apiedit_kedro.models.prompts`.
 """

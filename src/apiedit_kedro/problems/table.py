@@ -1,4 +1,5 @@
-"""Normalise HumanEval and MBPP records into rows of the `problems` table (DESIGN.md contract)."""
+"""Normalise HumanEval and MBPP records into rows of the `problems` table, the contract every
+pipeline reads problems by."""
 
 import logging
 from collections.abc import Iterable, Mapping

@@ -1,4 +1,4 @@
-"""Column names that the study's datasets share (DESIGN.md contracts)."""
+"""Column names that the study's datasets share, so pipelines agree on them in one place."""
 
 # The keys of one generated sample; `*_generations` and `execution_results` both start with them.
 GENERATION_KEYS = (

@@ -1,5 +1,5 @@
 """The `instant` and `sequential` pipelines: one template per regime, instantiated under one
-namespace per method (kedro-conventions §3).
+namespace per method.
 
 Shared inputs (the benchmark, the model card, the caches) stay un-prefixed; `params:hparams`
 becomes `params:<method>.hparams` and the outputs become `<method>.<regime>_generations` and
