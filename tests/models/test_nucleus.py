@@ -62,3 +62,18 @@ def test_a_draw_survives_two_nearly_equal_tokens_swapping_rank():
     ]
     assert set(drawn) >= {7, 31}
     assert drawn == drawn_swapped
+
+
+def test_without_top_p_a_draw_is_a_multinomial_over_the_whole_vocabulary():
+    params = DecodingParams(max_new_tokens=1, temperature=0.7, top_p=1.0, n_samples=1, seed=0)
+    scores = torch.randn(3, 5_000, generator=torch.Generator().manual_seed(1))
+    probabilities = torch.softmax(scores / 0.7, dim=-1)
+    for seed in range(20):
+        drawn = _draw(scores, [torch.Generator().manual_seed(seed + i) for i in range(3)], params)
+        expected = [
+            torch.multinomial(
+                probabilities[i], 1, generator=torch.Generator().manual_seed(seed + i)
+            )
+            for i in range(3)
+        ]
+        assert torch.equal(drawn, torch.cat(expected))
